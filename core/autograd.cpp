@@ -1,0 +1,160 @@
+#include "core/autograd.h"
+
+#include <atomic>
+#include <queue>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/ops.h"
+
+namespace hmer {
+
+namespace {
+std::atomic<uint64_t> g_next_seq{0};
+thread_local bool g_grad_enabled = true;
+}  // namespace
+
+Node::Node() : seq_(g_next_seq.fetch_add(1)) {}
+
+bool GradMode::is_enabled() { return g_grad_enabled; }
+void GradMode::set_enabled(bool enabled) { g_grad_enabled = enabled; }
+
+std::vector<Tensor> AccumulateGrad::backward(const Tensor& grad_output) {
+  TensorImpl& leaf = *leaf_;
+  Tensor g = grad_output;
+  if (g.shape() != leaf.shape) g = sum_to_shape(g, leaf.shape);
+  if (!leaf.grad) {
+    // Own a fresh contiguous buffer: the incoming gradient may alias another node's output.
+    leaf.grad = contiguous_copy(g.detach()).impl_ptr();
+  } else {
+    Tensor acc(leaf.grad);
+    Tensor sum = add(acc, g);
+    leaf.grad = sum.impl_ptr();
+  }
+  return {};
+}
+
+std::vector<Tensor> FunctionNode::backward(const Tensor& grad_output) {
+  HMER_CHECK(fn_ != nullptr, name(),
+             ": trying to backward through the graph a second time (its saved tensors were freed); pass "
+             "retain_graph=true to the first backward()");
+  return fn_(grad_output);
+}
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor* t : inputs)
+    if (t != nullptr && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+Edge gradient_edge(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return Edge{};
+  if (t.grad_fn()) return Edge{t.grad_fn()};
+  TensorImpl& impl = t.impl();
+  std::shared_ptr<Node> acc = impl.grad_accumulator.lock();
+  if (!acc) {
+    acc = std::make_shared<AccumulateGrad>(t.impl_ptr());
+    impl.grad_accumulator = acc;
+  }
+  return Edge{acc};
+}
+
+Tensor record(Tensor out, const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs) {
+  if (!any_requires_grad(inputs)) return out;
+  node->next_edges.clear();
+  node->next_edges.reserve(inputs.size());
+  for (const Tensor& t : inputs) node->next_edges.push_back(gradient_edge(t));
+  TensorImpl& o = out.impl();
+  o.grad_fn = node;
+  o.requires_grad = true;
+  return out;
+}
+
+Tensor record_fn(Tensor out, const char* name, const std::vector<Tensor>& inputs, FunctionNode::BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return out;
+  return record(std::move(out), std::make_shared<FunctionNode>(name, std::move(backward)), inputs);
+}
+
+void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph) {
+  HMER_CHECK(root.defined(), "backward: undefined tensor");
+  HMER_CHECK(root.requires_grad(), "backward: tensor ", root.str(),
+             " does not require grad and has no grad_fn (did every input have requires_grad = false?)");
+  Tensor g0 = grad_root;
+  if (!g0.defined()) {
+    HMER_CHECK(root.numel() == 1, "backward: grad can be implicitly created only for a one-element output, got ",
+               root.str());
+    g0 = Tensor::ones(root.shape(), root.dtype(), root.device());
+  } else {
+    HMER_CHECK(g0.shape() == root.shape(), "backward: gradient shape ", shape_str(g0.shape()),
+               " does not match output shape ", shape_str(root.shape()));
+  }
+
+  NoGradGuard no_grad;  // gradients are computed without recording (no double backward)
+  Edge start = gradient_edge(root);
+
+  struct ByLatest {
+    bool operator()(const Node* a, const Node* b) const { return a->sequence_nr() < b->sequence_nr(); }
+  };
+  std::priority_queue<Node*, std::vector<Node*>, ByLatest> ready;
+  std::unordered_map<Node*, Tensor> pending;
+  std::vector<std::shared_ptr<Node>> visited;  // keeps nodes alive and lists them for release
+  std::unordered_set<Node*> queued;
+
+  auto deliver = [&](const std::shared_ptr<Node>& fn, const Tensor& g) {
+    if (!fn || !g.defined()) return;
+    auto it = pending.find(fn.get());
+    if (it == pending.end()) {
+      pending.emplace(fn.get(), g);
+    } else {
+      it->second = add(it->second, g);
+    }
+    if (queued.insert(fn.get()).second) {
+      ready.push(fn.get());
+      visited.push_back(fn);
+    }
+  };
+  deliver(start.fn, g0);
+
+  while (!ready.empty()) {
+    Node* node = ready.top();
+    ready.pop();
+    Tensor g = std::move(pending[node]);
+    pending.erase(node);
+    if (auto out = node->retained_output.lock()) out->grad = g.detach().impl_ptr();
+    std::vector<Tensor> grads = node->backward(g);
+    if (grads.empty()) continue;
+    HMER_CHECK(grads.size() == node->next_edges.size(), node->name(), ": backward returned ", grads.size(),
+               " gradients for ", node->next_edges.size(), " inputs");
+    for (size_t i = 0; i < grads.size(); ++i) deliver(node->next_edges[i].fn, grads[i]);
+  }
+
+  if (!retain_graph) {
+    for (auto& n : visited) {
+      n->release_saved();
+      n->released = true;
+    }
+  }
+}
+
+Tensor sum_to_shape(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  const int64_t lead = grad.dim() - static_cast<int64_t>(shape.size());
+  HMER_CHECK(lead >= 0, "sum_to_shape: cannot reduce ", shape_str(grad.shape()), " to ", shape_str(shape));
+  std::vector<int64_t> dims;
+  for (int64_t i = 0; i < lead; ++i) dims.push_back(i);
+  for (int64_t i = 0; i < static_cast<int64_t>(shape.size()); ++i)
+    if (shape[i] == 1 && grad.shape()[lead + i] != 1) dims.push_back(lead + i);
+  Tensor r = dims.empty() ? grad : sum(grad, dims, true);
+  if (lead > 0 || r.shape() != shape) r = r.reshape(shape);
+  return r;
+}
+
+}  // namespace hmer

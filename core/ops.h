@@ -1,0 +1,137 @@
+#pragma once
+// The functional, differentiable API (PyTorch's torch.* / F.* in C++). Every op here:
+//  - validates dtype, device and shapes and names itself in the error,
+//  - dispatches by device in exactly one place (see core/dispatch.h),
+//  - records an autograd node when an input requires grad.
+// Kernels (compute only) live in kernels/cpu and kernels/cuda.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace hmer {
+
+class Generator;
+
+enum class Reduction { None, Mean, Sum };
+Reduction reduction_from_string(const std::string& s);  // "none" | "mean" | "sum"
+
+// ---- element-wise --------------------------------------------------------------------------
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor pow(const Tensor& x, double exponent);
+Tensor relu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+// Keras 2: clip(0.2x + 0.5, 0, 1); Keras >= 3.1 / torch.nn.Hardsigmoid: relu6(x + 3) / 6.
+enum class HardSigmoidKind { Keras2, Keras3 };
+Tensor hard_sigmoid(const Tensor& x, HardSigmoidKind kind);
+
+// Broadcasting binary ops (NumPy rules). A double operand is rounded to the tensor dtype first,
+// as PyTorch does with Python scalars.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double b);
+Tensor mul(const Tensor& a, double b);
+Tensor rsub(const Tensor& a, double b);  // b - a
+Tensor div(const Tensor& a, double b);
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+// ---- reductions ----------------------------------------------------------------------------
+Tensor sum(const Tensor& x);  // all elements -> scalar (shape {})
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// max over one dim; the gradient flows to the index returned (the first maximum).
+struct ValuesIndices {
+  Tensor values;
+  Tensor indices;  // int64
+};
+ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor amax(const Tensor& x);  // all elements; gradient split evenly between ties (as torch)
+
+// ---- linear algebra -----------------------------------------------------------------------
+// (M, K) x (K, N) -> (M, N); (B, M, K) x (B, K, N) -> (B, M, N)
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x (..., in), weight (out, in), bias (out) optional -> (..., out)
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- convolution and pooling ------------------------------------------------------------------
+using Pair = std::array<int64_t, 2>;
+struct Conv2dOptions {
+  Pair stride{1, 1};
+  Pair padding{0, 0};
+  Pair dilation{1, 1};
+};
+// x (N, C, H, W), weight (O, C, kh, kw), bias (O) optional -> (N, O, OH, OW)
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              const Conv2dOptions& options = {});
+
+struct Pool2dOptions {
+  Pair kernel{2, 2};
+  Pair stride{0, 0};  // 0 = same as kernel (PyTorch default)
+  Pair padding{0, 0};
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg_pool2d only
+};
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);  // (N, C, H, W)
+// PyTorch divisor: with ceil_mode the window is clipped to the padded input, so the border
+// divisor is the number of in-range (input + padding) elements.
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options);
+// Output size of a pooling window along one axis, with PyTorch's ceil_mode rule.
+int64_t pool_output_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode);
+
+// ---- normalisation ------------------------------------------------------------------------------
+// Torch: running = (1-m)*running + m*batch, running_var uses the unbiased batch variance.
+// Paddle: running = m*running + (1-m)*batch with the *biased* batch variance (m = 1 - torch's).
+enum class BatchNormFlavor { Torch, Paddle };
+struct BatchNormOptions {
+  bool training = true;
+  double momentum = 0.1;  // in the flavour's own convention
+  double eps = 1e-5;
+  BatchNormFlavor flavor = BatchNormFlavor::Torch;
+};
+// x (N, C, H, W); weight/bias (C) optional; running_mean/var (C) updated in place when training
+// (may be undefined in training, then no running statistics are kept).
+Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                    const Tensor& running_var, const BatchNormOptions& options);
+
+// ---- activations over a dim ---------------------------------------------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+
+// ---- losses -------------------------------------------------------------------------------------
+// logits (N, C) float, target (N) int64. Torch semantics: entries equal to ignore_index add 0 and
+// are excluded from the mean's denominator (sum of class weights of the kept entries).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& weight = Tensor(),
+                     int64_t ignore_index = -100, Reduction reduction = Reduction::Mean);
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean,
+                      double beta = 1.0);
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+
+// ---- stochastic ---------------------------------------------------------------------------------
+// Inverted dropout: y = x * mask * fl(1/(1-p)). Identity when !training or p == 0.
+Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = nullptr);
+
+// ---- indexing and joining -----------------------------------------------------------------------
+// weight (num, dim), indices int64 (...) -> (..., dim). The padding_idx row gets no gradient.
+Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx = std::nullopt);
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
+
+// ---- helpers --------------------------------------------------------------------------------------
+// Materialises any view as a new contiguous tensor (no autograd; used by kernels' callers).
+Tensor contiguous_copy(const Tensor& x);
+// Checks that all tensors are defined and on one device; names the op.
+void check_same_device(const char* op, std::initializer_list<const Tensor*> tensors);
+void check_same_dtype(const char* op, std::initializer_list<const Tensor*> tensors);
+
+}  // namespace hmer

@@ -1,0 +1,58 @@
+// cat/stack: copies into slices of one output (device-agnostic: uses copy_), backward narrows.
+#include "core/autograd.h"
+#include "core/ops.h"
+
+namespace hmer {
+
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  HMER_CHECK(!tensors.empty(), "cat: expected a non-empty list of tensors");
+  const Tensor& first = tensors[0];
+  HMER_CHECK(first.defined(), "cat: tensor 0 is undefined");
+  const int64_t d = wrap_dim(dim, first.dim(), "cat");
+  Shape out_shape = first.shape();
+  out_shape[d] = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    HMER_CHECK(t.defined(), "cat: tensor ", i, " is undefined");
+    HMER_CHECK(t.dim() == first.dim(), "cat: tensor ", i, " has ", t.dim(), " dims, tensor 0 has ", first.dim());
+    HMER_CHECK(t.dtype() == first.dtype() && t.device() == first.device(), "cat: tensor ", i, " is ", t.str(),
+               ", tensor 0 is ", first.str());
+    for (int64_t k = 0; k < t.dim(); ++k)
+      HMER_CHECK(k == d || t.size(k) == first.size(k), "cat: tensor ", i, " has shape ", shape_str(t.shape()),
+                 ", expected ", shape_str(first.shape()), " except in dim ", d);
+    out_shape[d] += t.size(d);
+  }
+  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+  std::vector<int64_t> sizes;
+  int64_t pos = 0;
+  for (const Tensor& t : tensors) {
+    out.narrow(d, pos, t.size(d)).copy_(t);
+    sizes.push_back(t.size(d));
+    pos += t.size(d);
+  }
+  return record_fn(out, "CatBackward", tensors, [d, sizes](const Tensor& g) {
+    std::vector<Tensor> grads;
+    int64_t p = 0;
+    for (int64_t s : sizes) {
+      grads.push_back(g.narrow(d, p, s));
+      p += s;
+    }
+    return grads;
+  });
+}
+
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  HMER_CHECK(!tensors.empty(), "stack: expected a non-empty list of tensors");
+  const int64_t d = wrap_dim(dim, tensors[0].dim() + 1, "stack");
+  std::vector<Tensor> parts;
+  parts.reserve(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    HMER_CHECK(tensors[i].defined() && tensors[i].shape() == tensors[0].shape(), "stack: tensor ", i, " has shape ",
+               tensors[i].defined() ? shape_str(tensors[i].shape()) : "undefined", ", expected ",
+               shape_str(tensors[0].shape()));
+    parts.push_back(tensors[i].unsqueeze(d));
+  }
+  return cat(parts, d);
+}
+
+}  // namespace hmer

@@ -1,0 +1,2 @@
+#pragma once
+#define HMER_VERSION "0.1.0"

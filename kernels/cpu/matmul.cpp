@@ -1,0 +1,40 @@
+#include "kernels/cpu/matmul.h"
+
+#include <Eigen/Core>
+
+namespace hmer::cpu {
+
+template <class T>
+void gemm_raw(const T* a, bool trans_a, const T* b, bool trans_b, T* out, int64_t M, int64_t N, int64_t K, T beta) {
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using CMap = Eigen::Map<const Mat>;
+  Eigen::Map<Mat> C(out, M, N);
+  // Stored shapes: a is (M, K) or (K, M) when transposed; b is (K, N) or (N, K).
+  CMap A(a, trans_a ? K : M, trans_a ? M : K);
+  CMap B(b, trans_b ? N : K, trans_b ? K : N);
+  if (beta == T(0)) {
+    if (!trans_a && !trans_b) C.noalias() = A * B;
+    else if (trans_a && !trans_b) C.noalias() = A.transpose() * B;
+    else if (!trans_a && trans_b) C.noalias() = A * B.transpose();
+    else C.noalias() = A.transpose() * B.transpose();
+  } else {
+    if (beta != T(1)) C *= beta;
+    if (!trans_a && !trans_b) C.noalias() += A * B;
+    else if (trans_a && !trans_b) C.noalias() += A.transpose() * B;
+    else if (!trans_a && trans_b) C.noalias() += A * B.transpose();
+    else C.noalias() += A.transpose() * B.transpose();
+  }
+}
+template void gemm_raw<float>(const float*, bool, const float*, bool, float*, int64_t, int64_t, int64_t, float);
+template void gemm_raw<double>(const double*, bool, const double*, bool, double*, int64_t, int64_t, int64_t, double);
+
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& out, double beta) {
+  const int64_t M = out.size(0), N = out.size(1);
+  const int64_t K = trans_a ? a.size(0) : a.size(1);
+  HMER_DISPATCH_FLOATING(out.dtype(), "matmul", [&] {
+    gemm_raw<scalar_t>(a.data_ptr<scalar_t>(), trans_a, b.data_ptr<scalar_t>(), trans_b, out.data_ptr<scalar_t>(), M,
+                       N, K, static_cast<scalar_t>(beta));
+  });
+}
+
+}  // namespace hmer::cpu

@@ -1,0 +1,15 @@
+#pragma once
+#include "core/tensor.h"
+
+namespace hmer::cpu {
+
+// out (M, N) = op(a) · op(b) + beta · out, op(t) = t or tᵀ. a, b, out are contiguous 2-D tensors
+// of one floating dtype (a stored as (M, K) or, with trans_a, (K, M); likewise b). Eigen GEMM,
+// which splits across the OpenMP threads for large products.
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& out, double beta = 0.0);
+
+// Raw-pointer form for kernels that run GEMMs on slices of larger buffers (conv2d's im2col).
+template <class T>
+void gemm_raw(const T* a, bool trans_a, const T* b, bool trans_b, T* out, int64_t M, int64_t N, int64_t K, T beta);
+
+}  // namespace hmer::cpu

@@ -1,0 +1,153 @@
+// Element-wise, broadcasting, reductions, matmul/linear, cat/stack: finite differences in float64 and
+// parity with PyTorch 1.13 in float32 (tools/reference/ref_elementwise.py).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "tests/testing.h"
+
+using namespace hmer;
+using namespace hmer::test;
+
+namespace {
+
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// Loads <case>__x{i}, runs fn, compares out and every grad_x{i} with the reference.
+void check_parity(const std::string& name, int n_inputs, const Fn& fn, Tol tol) {
+  std::vector<Tensor> xs;
+  for (int i = 0; i < n_inputs; ++i) {
+    Tensor x = ref("elementwise", name + "__x" + std::to_string(i));
+    if (is_floating(x.dtype())) x.set_requires_grad(true);
+    xs.push_back(x);
+  }
+  Tensor y = fn(xs);
+  EXPECT_TRUE(all_close(y, ref("elementwise", name + "__out"), tol, name + ".out"));
+  y.backward(ref("elementwise", name + "__grad_out"));
+  for (int i = 0; i < n_inputs; ++i) {
+    const std::string g = name + "__grad_x" + std::to_string(i);
+    if (ref_exists("elementwise", g)) EXPECT_TRUE(all_close(xs[i].grad(), ref("elementwise", g), tol, name + ".grad_x" + std::to_string(i)));
+  }
+}
+
+Tensor leaf(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  Tensor t = rand_tensor(s, seed, lo, hi);
+  t.set_requires_grad(true);
+  return t;
+}
+
+struct UnaryCase {
+  const char* name;
+  Tensor (*fn)(const Tensor&);
+  double lo, hi;
+};
+
+Tensor pow3(const Tensor& x) { return pow(x, 3.0); }
+Tensor pow_half(const Tensor& x) { return pow(x, 0.5); }
+Tensor hs2(const Tensor& x) { return hard_sigmoid(x, HardSigmoidKind::Keras2); }
+Tensor hs3(const Tensor& x) { return hard_sigmoid(x, HardSigmoidKind::Keras3); }
+
+const UnaryCase kUnary[] = {
+    {"exp", exp, -1, 1},         {"log", log, 0.1, 2},          {"sqrt", sqrt, 0.1, 2},
+    {"square", square, -1, 1},   {"abs", abs, -1, 1},           {"pow3", pow3, -1, 1},
+    {"pow_half", pow_half, 0.1, 2}, {"neg", neg, -1, 1},        {"relu", relu, -1, 1},
+    {"sigmoid", sigmoid, -4, 4}, {"tanh", tanh, -2, 2},
+    {"hard_sigmoid_keras3", hs3, -4, 4}, {"hard_sigmoid_keras2", hs2, -4, 4},
+};
+
+}  // namespace
+
+TEST(ElementwiseGradcheck, Unary) {
+  for (const auto& c : kUnary) {
+    // Keep samples off the kinks (0 for relu/abs, the clip points for hard_sigmoid): the finite
+    // difference is meaningless there.
+    Tensor x = leaf({4, 5}, 7, c.lo, c.hi);
+    auto* p = x.data_ptr<double>();
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      if (std::fabs(p[i]) < 1e-3) p[i] = 0.25;
+      for (double kink : {-3.0, 3.0, -2.5, 2.5})
+        if (std::fabs(p[i] - kink) < 1e-3) p[i] += 0.1;
+    }
+    auto fn = c.fn;
+    EXPECT_TRUE(gradcheck([fn](const std::vector<Tensor>& in) { return fn(in[0]); }, {x})) << c.name;
+  }
+}
+
+TEST(ElementwiseParity, Unary) {
+  for (const auto& c : kUnary) {
+    auto fn = c.fn;
+    check_parity(c.name, 1, [fn](const std::vector<Tensor>& in) { return fn(in[0]); }, tol::kElementwise);
+  }
+}
+
+TEST(ElementwiseGradcheck, BroadcastBinary) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, {leaf({3, 1, 5}, 1), leaf({4, 1}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, {leaf({3, 4, 5}, 1), leaf({5}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, {leaf({2, 3, 1}, 1), leaf({1, 3, 4}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return div(in[0], in[1]); },
+                        {leaf({2, 3, 4}, 1), leaf({3, 1}, 2, 0.5, 1.5)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return add(mul(in[0], 2.5), 1.0) / 3.0 - 0.5; }, {leaf({5}, 3)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return rsub(in[0], 1.0); }, {leaf({5}, 3)}));
+}
+
+TEST(ElementwiseParity, BroadcastBinary) {
+  check_parity("add_bcast", 2, [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, tol::kElementwise);
+  check_parity("sub_bcast", 2, [](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, tol::kElementwise);
+  check_parity("mul_bcast", 2, [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, tol::kReduce);
+  check_parity("div_bcast", 2, [](const std::vector<Tensor>& in) { return div(in[0], in[1]); }, tol::kReduce);
+}
+
+TEST(ReduceGradcheck, SumMeanMax) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return sum(in[0], {0, 2}); }, {leaf({3, 4, 5}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return sum(in[0], {1}, true); }, {leaf({3, 4, 5}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return sum(in[0]); }, {leaf({3, 4}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return mean(in[0], {1}); }, {leaf({3, 4, 5}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return mean(in[0]); }, {leaf({3, 4}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return max(in[0], 1).values; }, {leaf({3, 6, 4}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return max(in[0], -1, true).values; }, {leaf({3, 6, 4}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return amax(in[0]); }, {leaf({5, 6}, 1)}));
+}
+
+TEST(ReduceParity, SumMeanMax) {
+  check_parity("sum_dims", 1, [](const std::vector<Tensor>& in) { return sum(in[0], {0, 2}); }, tol::kReduce);
+  check_parity("sum_keep", 1, [](const std::vector<Tensor>& in) { return sum(in[0], {1}, true); }, tol::kReduce);
+  check_parity("sum_all", 1, [](const std::vector<Tensor>& in) { return sum(in[0]); }, tol::kReduce);
+  check_parity("mean_dims", 1, [](const std::vector<Tensor>& in) { return mean(in[0], {1}); }, tol::kReduce);
+  check_parity("mean_all", 1, [](const std::vector<Tensor>& in) { return mean(in[0]); }, tol::kReduce);
+  check_parity("max_dim", 1, [](const std::vector<Tensor>& in) { return max(in[0], 1).values; }, tol::kReduce);
+  check_parity("amax_all", 1, [](const std::vector<Tensor>& in) { return amax(in[0]); }, tol::kReduce);
+}
+
+TEST(LinalgGradcheck, MatmulLinear) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, {leaf({7, 13}, 1), leaf({13, 5}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, {leaf({3, 7, 13}, 1), leaf({3, 13, 5}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); },
+                        {leaf({2, 3, 20}, 1), leaf({11, 20}, 2), leaf({11}, 3)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, {leaf({6, 20}, 1), leaf({11, 20}, 2)}));
+}
+
+TEST(LinalgParity, MatmulLinear) {
+  check_parity("matmul", 2, [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, tol::kMatmul);
+  check_parity("bmm", 2, [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); }, tol::kMatmul);
+  check_parity("linear", 3, [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, tol::kLinear);
+  check_parity("linear_nobias", 2, [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, tol::kLinear);
+}
+
+TEST(JoinGradcheck, CatStack) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return cat({in[0], in[1]}, 1); }, {leaf({2, 3, 4}, 1), leaf({2, 5, 4}, 2)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return stack({in[0], in[1]}, 2); }, {leaf({2, 3, 4}, 1), leaf({2, 3, 4}, 2)}));
+}
+
+TEST(JoinParity, CatStack) {
+  check_parity("cat", 2, [](const std::vector<Tensor>& in) { return cat({in[0], in[1]}, 1); }, tol::kElementwise);
+  check_parity("stack", 2, [](const std::vector<Tensor>& in) { return stack({in[0], in[1]}, 2); }, tol::kElementwise);
+}
+
+TEST(ViewGradcheck, PermuteSliceExpand) {
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return in[0].permute({2, 0, 1}).contiguous(); }, {leaf({2, 3, 4}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return in[0].slice(1, 0, 4, 2); }, {leaf({2, 5, 4}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return in[0].expand({3, 2, 4}); }, {leaf({2, 1}, 1)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return in[0].transpose(0, 1).reshape({-1}); }, {leaf({3, 4}, 1)}));
+}

@@ -1,0 +1,40 @@
+#pragma once
+// Shared test helpers: PyTorch reference loading, tolerance comparison with a parity report line,
+// and the float64 finite-difference gradient check.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "tests/tolerances.h"
+
+namespace hmer::test {
+
+// Loads HMER_REF_DIR/<area>/<name>.npy written by tools/reference/ref_<area>.py. A missing file
+// throws with the command that regenerates it (the test then fails: references are required).
+Tensor ref(const std::string& area, const std::string& name);
+bool ref_exists(const std::string& area, const std::string& name);
+
+// Element-wise |actual - expected| <= atol + rtol * |expected|, shapes must match. Prints
+//   PARITY <what> max_abs=<e> max_rel=<e> n=<count>
+// so `ctest -V | grep PARITY` lists the measured error of every comparison.
+::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, Tol tol, const std::string& what);
+
+struct GradcheckOptions {
+  double eps = tol::kFdEps;
+  Tol tol = tol::kGradcheck;
+  int64_t max_checks_per_input = 200;  // random subset of elements for large inputs
+  uint64_t seed = 1234;
+};
+
+// Checks d/d(inputs) of sum(f(inputs) * R) (R a fixed random tensor, so grad_output is not all
+// ones) against central differences. Inputs must be float64 with requires_grad on those to check.
+::testing::AssertionResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                     const std::vector<Tensor>& inputs, const GradcheckOptions& opt = {});
+
+// Deterministic random tensors for tests (uniform in [lo, hi)).
+Tensor rand_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0, DType dtype = DType::Float64);
+
+}  // namespace hmer::test
