@@ -126,14 +126,15 @@ Tensor amax(const Tensor& x) {
   HMER_DISPATCH_DEVICE("amax", x.device(), cpu::max_rows(flat, v, i), HMER_NO_CUDA);
   Tensor out = v.reshape({});
   Tensor xd = x.detach();
-  return record_fn(out, "AmaxBackward", {x}, [xd, out](const Tensor& g) {
+  const double max_value = out.item<double>();
+  return record_fn(out, "AmaxBackward", {x}, [xd, max_value](const Tensor& g) {
     // torch: the gradient is shared equally between all elements equal to the maximum
     const Tensor mask = Tensor::empty(xd.shape(), xd.dtype(), xd.device());
     HMER_DISPATCH_FLOATING(xd.dtype(), "amax_backward", [&] {
       const Tensor xc = xd.contiguous();
       const scalar_t* xp = xc.data_ptr<scalar_t>();
       scalar_t* mp = mask.data_ptr<scalar_t>();
-      const scalar_t m = out.item<double>();
+      const scalar_t m = static_cast<scalar_t>(max_value);
       int64_t count = 0;
       for (int64_t k = 0; k < xc.numel(); ++k) count += xp[k] == m;
       for (int64_t k = 0; k < xc.numel(); ++k) mp[k] = xp[k] == m ? scalar_t(1) / scalar_t(count) : scalar_t(0);
