@@ -9,6 +9,9 @@
 
 namespace hmer::app {
 
+int cmd_schedule(const std::vector<std::string>& args);  // apps/cmd_schedule.cpp
+int cmd_synth(const std::vector<std::string>& args);     // apps/cmd_synth.cpp
+
 namespace {
 
 int cmd_info(const std::vector<std::string>& args) {
@@ -28,6 +31,8 @@ int cmd_info(const std::vector<std::string>& args) {
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"info", "print the build configuration (version, CUDA, threads)", cmd_info},
+      {"schedule", "write the learning rate of every step of a config's schedule as CSV", cmd_schedule},
+      {"synth", "generate synthetic handwritten expressions (CoMER layout + InkML)", cmd_synth},
   };
   return table;
 }

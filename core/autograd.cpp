@@ -3,7 +3,6 @@
 #include <atomic>
 #include <queue>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "core/ops.h"
 
@@ -98,42 +97,70 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
   }
 
   NoGradGuard no_grad;  // gradients are computed without recording (no double backward)
-  Edge start = gradient_edge(root);
+  const Edge start = gradient_edge(root);
 
+  // Count, for every node reachable from the root, how many edges point at it. A node runs only
+  // once all of them have delivered, so a gradient is never dropped whatever the creation order
+  // (a leaf's AccumulateGrad is created lazily and may be younger than its consumers).
+  std::unordered_map<Node*, int64_t> dependencies;
+  std::vector<std::shared_ptr<Node>> visited;  // keeps nodes alive and lists them for release
+  {
+    std::vector<Node*> stack{start.fn.get()};
+    visited.push_back(start.fn);
+    dependencies[start.fn.get()] = 0;
+    while (!stack.empty()) {
+      Node* n = stack.back();
+      stack.pop_back();
+      for (const Edge& e : n->next_edges) {
+        if (!e.fn) continue;
+        auto [it, inserted] = dependencies.try_emplace(e.fn.get(), 0);
+        ++it->second;
+        if (inserted) {
+          visited.push_back(e.fn);
+          stack.push_back(e.fn.get());
+        }
+      }
+    }
+  }
+
+  // Among ready nodes run the most recently created first: it frees activations in roughly the
+  // reverse order they were made, as PyTorch does.
   struct ByLatest {
     bool operator()(const Node* a, const Node* b) const { return a->sequence_nr() < b->sequence_nr(); }
   };
   std::priority_queue<Node*, std::vector<Node*>, ByLatest> ready;
   std::unordered_map<Node*, Tensor> pending;
-  std::vector<std::shared_ptr<Node>> visited;  // keeps nodes alive and lists them for release
-  std::unordered_set<Node*> queued;
-
-  auto deliver = [&](const std::shared_ptr<Node>& fn, const Tensor& g) {
-    if (!fn || !g.defined()) return;
-    auto it = pending.find(fn.get());
-    if (it == pending.end()) {
-      pending.emplace(fn.get(), g);
-    } else {
-      it->second = add(it->second, g);
-    }
-    if (queued.insert(fn.get()).second) {
-      ready.push(fn.get());
-      visited.push_back(fn);
-    }
-  };
-  deliver(start.fn, g0);
+  pending.emplace(start.fn.get(), g0);
+  ready.push(start.fn.get());
 
   while (!ready.empty()) {
     Node* node = ready.top();
     ready.pop();
-    Tensor g = std::move(pending[node]);
-    pending.erase(node);
-    if (auto out = node->retained_output.lock()) out->grad = g.detach().impl_ptr();
-    std::vector<Tensor> grads = node->backward(g);
-    if (grads.empty()) continue;
-    HMER_CHECK(grads.size() == node->next_edges.size(), node->name(), ": backward returned ", grads.size(),
-               " gradients for ", node->next_edges.size(), " inputs");
-    for (size_t i = 0; i < grads.size(); ++i) deliver(node->next_edges[i].fn, grads[i]);
+    Tensor g;
+    if (auto it = pending.find(node); it != pending.end()) {
+      g = std::move(it->second);
+      pending.erase(it);
+    }
+    std::vector<Tensor> grads;
+    if (g.defined()) {
+      if (auto out = node->retained_output.lock()) out->grad = g.detach().impl_ptr();
+      grads = node->backward(g);
+      HMER_CHECK(grads.empty() || grads.size() == node->next_edges.size(), node->name(), ": backward returned ",
+                 grads.size(), " gradients for ", node->next_edges.size(), " inputs");
+    }
+    for (size_t i = 0; i < node->next_edges.size(); ++i) {
+      Node* next = node->next_edges[i].fn.get();
+      if (next == nullptr) continue;
+      if (i < grads.size() && grads[i].defined()) {
+        auto it = pending.find(next);
+        if (it == pending.end()) {
+          pending.emplace(next, grads[i]);
+        } else {
+          it->second = add(it->second, grads[i]);
+        }
+      }
+      if (--dependencies[next] == 0) ready.push(next);
+    }
   }
 
   if (!retain_graph) {

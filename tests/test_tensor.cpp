@@ -112,3 +112,18 @@ TEST(Autograd, DiamondGraphVisitsEachNodeOnce) {
   const double av = std::tanh(0.5);
   EXPECT_NEAR(x.grad().item<double>(), (2 * av + 1) * (1 - av * av), 1e-12);
 }
+
+TEST(Autograd, LeafUsedByManyOpsGetsEveryContribution) {
+  // The leaf's AccumulateGrad node is created after its first consumer's node; every
+  // contribution must still arrive before it runs.
+  Tensor h = Tensor::from_vector(std::vector<double>{1.0, 2.0}, {1, 2});
+  h.set_requires_grad(true);
+  Tensor eye = Tensor::from_vector(std::vector<double>{1, 0, 0, 1}, {2, 2});
+  Tensor out = add(linear(h, eye), mul(h, 2.0));
+  out.backward(Tensor::ones({1, 2}, DType::Float64));
+  EXPECT_EQ(h.grad().to_vector<double>(), (std::vector<double>{3.0, 3.0}));
+  Tensor x = Tensor::from_vector(std::vector<double>{1.0}, {1});
+  x.set_requires_grad(true);
+  add(mul(x, 3.0), mul(x, 2.0)).backward(Tensor::ones({1}, DType::Float64));
+  EXPECT_EQ(x.grad().item<double>(), 5.0);
+}
