@@ -1,0 +1,255 @@
+#include "kernels/cpu/conv2d.h"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/parallel.h"
+
+namespace hmer::cpu {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Output positions o in [lo, hi) read inside the input: 0 <= o * stride + off < in. Everything
+// outside that range reads padding, so the hot loops below carry no per-element bounds checks.
+struct Range {
+  int64_t lo, hi;
+};
+Range valid_range(int64_t off, int64_t stride, int64_t in, int64_t out) {
+  int64_t lo = off >= 0 ? 0 : ceil_div(-off, stride);
+  int64_t hi = in - off > 0 ? ceil_div(in - off, stride) : 0;
+  lo = std::min(lo, out);
+  hi = std::max(lo, std::min(hi, out));
+  return {lo, hi};
+}
+
+// col (C*kh*kw, OH*OW) rows of channels [c0, c1) from one image xi (C, H, W).
+template <class T>
+void im2col(const Conv2dShape& s, const T* xi, T* col, int64_t c0, int64_t c1) {
+  const int64_t L = s.OH * s.OW;
+  for (int64_t c = c0; c < c1; ++c) {
+    const T* xc = xi + c * s.H * s.W;
+    for (int64_t i = 0; i < s.kh; ++i) {
+      const int64_t ioff = i * s.dh - s.ph;
+      const Range rh = valid_range(ioff, s.sh, s.H, s.OH);
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const int64_t joff = j * s.dw - s.pw;
+        const Range rw = valid_range(joff, s.sw, s.W, s.OW);
+        T* row = col + ((c * s.kh + i) * s.kw + j) * L;
+        std::fill(row, row + rh.lo * s.OW, T(0));
+        for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
+          T* r = row + oh * s.OW;
+          const int64_t base = (oh * s.sh + ioff) * s.W + joff;  // input index of ow = 0
+          std::fill(r, r + rw.lo, T(0));
+          if (s.sw == 1) {
+            std::copy(xc + base + rw.lo, xc + base + rw.hi, r + rw.lo);
+          } else {
+            for (int64_t ow = rw.lo; ow < rw.hi; ++ow) r[ow] = xc[base + ow * s.sw];
+          }
+          std::fill(r + rw.hi, r + s.OW, T(0));
+        }
+        std::fill(row + rh.hi * s.OW, row + L, T(0));
+      }
+    }
+  }
+}
+
+// gxi (C, H, W) channels [c0, c1) = the adjoint of im2col applied to col.
+template <class T>
+void col2im(const Conv2dShape& s, const T* col, T* gxi, int64_t c0, int64_t c1) {
+  const int64_t L = s.OH * s.OW;
+  std::fill(gxi + c0 * s.H * s.W, gxi + c1 * s.H * s.W, T(0));
+  for (int64_t c = c0; c < c1; ++c) {
+    T* gc = gxi + c * s.H * s.W;
+    for (int64_t i = 0; i < s.kh; ++i) {
+      const int64_t ioff = i * s.dh - s.ph;
+      const Range rh = valid_range(ioff, s.sh, s.H, s.OH);
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const int64_t joff = j * s.dw - s.pw;
+        const Range rw = valid_range(joff, s.sw, s.W, s.OW);
+        const T* row = col + ((c * s.kh + i) * s.kw + j) * L;
+        for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
+          const T* r = row + oh * s.OW;
+          const int64_t base = (oh * s.sh + ioff) * s.W + joff;
+          for (int64_t ow = rw.lo; ow < rw.hi; ++ow) gc[base + ow * s.sw] += r[ow];
+        }
+      }
+    }
+  }
+}
+
+// Channels per im2col/col2im task when one image's columns are split across threads.
+int64_t channel_grain(const Conv2dShape& s) {
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, s.kh * s.kw * s.OH * s.OW));
+}
+
+// Multiply-adds below which a thread's share of a batch is not worth an OpenMP fork (small convs,
+// e.g. inside finite-difference checks, would spend their time waking threads).
+constexpr int64_t kMinMacsPerPart = int64_t{1} << 20;
+
+// A batch is split into this many contiguous parts, one per thread; each part runs im2col and
+// single-threaded GEMMs on its own images (Eigen does not thread inside an OpenMP region). A fixed
+// partition also fixes the order in which grad_weight's per-part sums are combined.
+int64_t batch_parts(const Conv2dShape& s) {
+  if (s.N < 2) return 1;
+  const int64_t macs = s.N * s.O * s.col_rows() * s.col_cols();
+  return std::clamp<int64_t>(macs / kMinMacsPerPart, 1, std::min<int64_t>(num_threads(), s.N));
+}
+
+template <class T>
+std::unique_ptr<T[]> make_buffer(int64_t n) {
+  return n > 0 ? std::unique_ptr<T[]>(new T[static_cast<size_t>(n)]) : nullptr;
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t K = s.col_rows(), L = s.col_cols();
+  const int64_t in_img = s.C * s.H * s.W, out_img = s.O * L;
+  const bool pointwise = s.is_pointwise();
+  // y[n] (O, L) = w (O, K) · col (K, L) [+ bias broadcast over L]
+  auto gemm_image = [&](int64_t n, const T* cols) {
+    T* yn = y + n * out_img;
+    T beta = T(0);
+    if (bias != nullptr) {
+      for (int64_t o = 0; o < s.O; ++o) std::fill(yn + o * L, yn + (o + 1) * L, bias[o]);
+      beta = T(1);
+    }
+    gemm_raw<T>(w, false, cols, false, yn, s.O, L, K, beta);
+  };
+
+  const int64_t parts = batch_parts(s);
+  if (parts > 1) {
+    parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+      auto col = make_buffer<T>(pointwise ? 0 : K * L);  // once per thread, reused for its images
+      for (int64_t p = pb; p < pe; ++p) {
+        for (int64_t n = p * s.N / parts; n < (p + 1) * s.N / parts; ++n) {
+          const T* xn = x + n * in_img;
+          if (!pointwise) im2col(s, xn, col.get(), 0, s.C);
+          gemm_image(n, pointwise ? xn : col.get());
+        }
+      }
+    });
+    return;
+  }
+  // One image (or one thread): im2col splits channels, then Eigen threads the GEMM itself.
+  auto col = make_buffer<T>(pointwise ? 0 : K * L);
+  for (int64_t n = 0; n < s.N; ++n) {
+    const T* xn = x + n * in_img;
+    if (!pointwise) {
+      parallel_for(s.C, channel_grain(s), [&](int64_t c0, int64_t c1) { im2col(s, xn, col.get(), c0, c1); });
+    }
+    gemm_image(n, pointwise ? xn : col.get());
+  }
+}
+
+template <class T>
+void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, T* gx, T* gw, T* gb) {
+  const int64_t K = s.col_rows(), L = s.col_cols();
+  const int64_t in_img = s.C * s.H * s.W, out_img = s.O * L;
+  const bool pointwise = s.is_pointwise();
+
+  if (gb != nullptr) {
+    // Accumulate in double: N*OH*OW terms per channel.
+    parallel_for(s.O, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, s.N * L)),
+                 [&](int64_t o0, int64_t o1) {
+                   for (int64_t o = o0; o < o1; ++o) {
+                     double acc = 0.0;
+                     for (int64_t n = 0; n < s.N; ++n) {
+                       const T* r = gy + n * out_img + o * L;
+                       for (int64_t l = 0; l < L; ++l) acc += static_cast<double>(r[l]);
+                     }
+                     gb[o] = static_cast<T>(acc);
+                   }
+                 });
+  }
+  if (gx == nullptr && gw == nullptr) return;
+
+  // One image's share: gw_acc (O, K) (+)= gy[n] (O, L) · col(x[n])ᵀ; gx[n] = col2im(wᵀ (K, O) · gy[n]).
+  // `col` is reused: first the input's columns for gw, then the columns' gradient for gx.
+  auto image_backward = [&](int64_t n, T* col, T* gw_acc, bool first, bool split_channels) {
+    const T* xn = x + n * in_img;
+    const T* gyn = gy + n * out_img;
+    T* gxn = gx != nullptr ? gx + n * in_img : nullptr;
+    auto over_channels = [&](const auto& f) {
+      if (split_channels) parallel_for(s.C, channel_grain(s), f);
+      else f(int64_t{0}, s.C);
+    };
+    if (gw_acc != nullptr) {
+      const T beta = first ? T(0) : T(1);
+      if (pointwise) {
+        gemm_raw<T>(gyn, false, xn, true, gw_acc, s.O, K, L, beta);
+      } else {
+        over_channels([&](int64_t c0, int64_t c1) { im2col(s, xn, col, c0, c1); });
+        gemm_raw<T>(gyn, false, col, true, gw_acc, s.O, K, L, beta);
+      }
+    }
+    if (gxn != nullptr) {
+      if (pointwise) {
+        gemm_raw<T>(w, true, gyn, false, gxn, s.C, L, s.O, T(0));
+      } else {
+        gemm_raw<T>(w, true, gyn, false, col, K, L, s.O, T(0));
+        over_channels([&](int64_t c0, int64_t c1) { col2im(s, col, gxn, c0, c1); });
+      }
+    }
+  };
+
+  if (s.N == 0) {
+    if (gw != nullptr) std::fill(gw, gw + s.O * K, T(0));
+    return;
+  }
+  const int64_t parts = batch_parts(s);
+  if (parts == 1) {
+    auto col = make_buffer<T>(pointwise ? 0 : K * L);
+    for (int64_t n = 0; n < s.N; ++n) image_backward(n, col.get(), gw, n == 0, true);
+    return;
+  }
+  // Part 0 accumulates straight into gw, the others into their own (O, K) buffers, summed after in
+  // part order so the result does not depend on which thread ran which part.
+  const int64_t wsize = s.O * K;
+  auto partial = make_buffer<T>(gw != nullptr ? (parts - 1) * wsize : 0);
+  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+    auto col = make_buffer<T>(pointwise ? 0 : K * L);
+    for (int64_t p = pb; p < pe; ++p) {
+      T* acc = gw == nullptr ? nullptr : (p == 0 ? gw : partial.get() + (p - 1) * wsize);
+      const int64_t n0 = p * s.N / parts, n1 = (p + 1) * s.N / parts;
+      for (int64_t n = n0; n < n1; ++n) image_backward(n, col.get(), acc, n == n0, false);
+    }
+  });
+  if (gw != nullptr) {
+    parallel_for(wsize, kElementwiseGrain, [&](int64_t b, int64_t e) {
+      for (int64_t p = 1; p < parts; ++p) {
+        const T* src = partial.get() + (p - 1) * wsize;
+        for (int64_t i = b; i < e; ++i) gw[i] += src[i];
+      }
+    });
+  }
+}
+
+template void conv2d_forward<float>(const Conv2dShape&, const float*, const float*, const float*, float*);
+template void conv2d_forward<double>(const Conv2dShape&, const double*, const double*, const double*, double*);
+template void conv2d_backward<float>(const Conv2dShape&, const float*, const float*, const float*, float*, float*,
+                                     float*);
+template void conv2d_backward<double>(const Conv2dShape&, const double*, const double*, const double*, double*,
+                                      double*, double*);
+
+void conv2d_forward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y) {
+  HMER_DISPATCH_FLOATING(x.dtype(), "conv2d", [&] {
+    conv2d_forward<scalar_t>(s, x.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                             bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>());
+  });
+}
+
+void conv2d_backward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& gy, const Tensor& gx,
+                     const Tensor& gw, const Tensor& gb) {
+  HMER_DISPATCH_FLOATING(gy.dtype(), "conv2d_backward", [&] {
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    conv2d_backward<scalar_t>(s, ptr(x), ptr(w), gy.data_ptr<scalar_t>(), ptr(gx), ptr(gw), ptr(gb));
+  });
+}
+
+}  // namespace hmer::cpu
