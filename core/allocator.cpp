@@ -5,6 +5,9 @@
 
 #include "core/error.h"
 #include "core/storage.h"
+#ifdef HMER_WITH_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace hmer {
 
@@ -52,6 +55,10 @@ Allocator* g_allocators[2] = {&default_cpu_allocator(), nullptr};
 }  // namespace
 
 Allocator* get_allocator(Device device) {
+#ifdef HMER_WITH_CUDA
+  // The CUDA backend registers its allocator on first use, and only when a device exists.
+  if (device.is_cuda()) cuda::ensure_initialized();
+#endif
   Allocator* a = g_allocators[static_cast<int>(device.type)];
   if (a == nullptr) {
     fail("no allocator for device ", device.str(),

@@ -16,10 +16,16 @@ namespace hmer {
 namespace {
 
 std::vector<char> read_file(const std::string& path) {
+  // A directory opens as a stream on Linux but has no size (tellg() == -1, then a 2^64-byte
+  // allocation): reject anything that is not a regular file up front.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    fail(path, ": cannot open file for reading (missing or not a regular file)");
   std::ifstream f(path, std::ios::binary);
   if (!f) fail(path, ": cannot open file for reading");
   f.seekg(0, std::ios::end);
   const std::streamoff n = f.tellg();
+  if (n < 0) fail(path, ": cannot determine the file size");
   f.seekg(0);
   std::vector<char> buf(static_cast<size_t>(n));
   if (n > 0 && !f.read(buf.data(), n)) fail(path, ": read error");
@@ -29,6 +35,11 @@ std::vector<char> read_file(const std::string& path) {
 // Writes through a temporary file and a rename, so readers never see a half-written file.
 void write_atomically(const std::string& path, const std::string& head, const std::vector<const Tensor*>& bodies) {
   const std::string tmp = path + ".tmp";
+  // On any failure after the temporary exists, remove it: a failed save leaves the directory as it was.
+  auto discard = [&tmp] {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+  };
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) fail(path, ": cannot open ", tmp, " for writing");
@@ -38,11 +49,18 @@ void write_atomically(const std::string& path, const std::string& head, const st
       if (n) f.write(static_cast<const char*>(t->raw_data_ptr()), static_cast<std::streamsize>(n));
     }
     f.flush();
-    if (!f) fail(path, ": write error (disk full?)");
+    f.close();
+    if (!f) {
+      discard();
+      fail(path, ": write error (disk full?)");
+    }
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(path, ": cannot rename ", tmp, ": ", ec.message());
+  if (ec) {
+    discard();
+    fail(path, ": cannot rename ", tmp, ": ", ec.message());
+  }
 }
 
 Tensor host_contiguous(const Tensor& t) {
@@ -187,9 +205,11 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(buf[i])) << (8 * i);
   if (n > buf.size() - 8) fail(path, ": header length ", n, " exceeds the file size ", buf.size());
-  nlohmann::json header;
+  // ordered_json keeps the header's key order, which breaks ties between tensors that start at the
+  // same offset (empty tensors) the way the writer listed them.
+  nlohmann::ordered_json header;
   try {
-    header = nlohmann::json::parse(buf.begin() + 8, buf.begin() + 8 + static_cast<std::ptrdiff_t>(n));
+    header = nlohmann::ordered_json::parse(buf.begin() + 8, buf.begin() + 8 + static_cast<std::ptrdiff_t>(n));
   } catch (const std::exception& e) {
     fail(path, ": malformed JSON header: ", e.what());
   }
@@ -204,6 +224,8 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
   std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
+      if (!it.value().is_object())
+        fail(path, ": __metadata__ must be a JSON object of strings, got ", it.value().type_name());
       if (metadata)
         for (auto m = it.value().begin(); m != it.value().end(); ++m)
           (*metadata)[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
@@ -234,7 +256,9 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
       fail(path, ": malformed entry for tensor '", it.key(), "': ", ex.what());
     }
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
   NamedTensors out;
   for (const Entry& e : entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);
