@@ -8,6 +8,8 @@ PACKAGES=(
   libeigen3-dev          # CPU GEMM (matmul, linear, conv2d's im2col products)
   libyaml-cpp-dev        # YAML configs
   nlohmann-json3-dev     # safetensors headers, JSON reports
+  libopencv-dev          # image decoding/encoding and resizing (data pipeline)
+  hershey-fonts-data     # vector stroke glyphs for the built-in synthetic handwriting
   libgtest-dev googletest
   python3-torch python3-numpy   # PyTorch reference scripts (run with /usr/bin/python3)
 )

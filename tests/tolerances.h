@@ -36,6 +36,9 @@ constexpr Tol kEmbedding{0.0, 0.0};  // gathers and scatter-adds of single value
 constexpr Tol kGruCell{1e-5, 1e-4};
 constexpr Tol kLinear{1e-5, 1e-4};
 
+// Integer-valued and copied data (collate batches, masks, labels): must match exactly.
+constexpr Tol kExact{0.0, 0.0};
+
 // Optimizer steps vs torch.optim (float32): the rounding recipes of framework-semantics.md §1 make
 // them bit-exact; measured 0 ulp over 100 steps for every optimizer.
 constexpr int64_t kOptimMaxUlps = 0;
