@@ -1,0 +1,89 @@
+#include "models/densenet.h"
+
+#include <cmath>
+
+namespace hmer::models {
+
+Bottleneck::Bottleneck(int64_t in_channels, int64_t growth_rate, bool use_dropout, double dropout_rate)
+    : UnaryModule("Bottleneck"), use_dropout_(use_dropout) {
+  const int64_t inter = 4 * growth_rate;
+  // Registration order is the official state_dict order: bn1, conv1, bn2, conv2.
+  bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(inter));
+  conv1_ = register_module("conv1", std::make_shared<Conv2d>(Conv2dLayerOptions(in_channels, inter, 1).bias(false)));
+  bn2_ = register_module("bn2", std::make_shared<BatchNorm2d>(growth_rate));
+  conv2_ = register_module(
+      "conv2", std::make_shared<Conv2d>(Conv2dLayerOptions(inter, growth_rate, 3).padding({1, 1}).bias(false)));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(dropout_rate));
+}
+
+Tensor Bottleneck::forward(const Tensor& x) {
+  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
+  if (use_dropout_) out = dropout_->forward(out);
+  out = relu(bn2_->forward(conv2_->forward(out)));
+  if (use_dropout_) out = dropout_->forward(out);
+  return cat({x, out}, 1);
+}
+
+Transition::Transition(int64_t in_channels, int64_t out_channels, bool use_dropout, double dropout_rate)
+    : UnaryModule("Transition"), use_dropout_(use_dropout) {
+  bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(out_channels));
+  conv1_ = register_module("conv1",
+                           std::make_shared<Conv2d>(Conv2dLayerOptions(in_channels, out_channels, 1).bias(false)));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(dropout_rate));
+}
+
+Tensor Transition::forward(const Tensor& x) {
+  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
+  if (use_dropout_) out = dropout_->forward(out);
+  Pool2dOptions p;
+  p.kernel = {2, 2};
+  p.stride = {2, 2};
+  p.ceil_mode = true;
+  return avg_pool2d(out, p);
+}
+
+DenseNetB::DenseNetB(const DenseNetConfig& config) : UnaryModule("DenseNet"), config_(config) {
+  const int64_t g = config.growth_rate;
+  int64_t c = config.stem_channels();
+  conv1_ = register_module("conv1", std::make_shared<Conv2d>(Conv2dLayerOptions(config.input_channels, c, 7)
+                                                                 .stride({2, 2})
+                                                                 .padding({3, 3})
+                                                                 .bias(false)));
+  auto make_dense = [&](int64_t in) {
+    auto seq = std::make_shared<Sequential>();
+    for (int64_t i = 0; i < config.depth; ++i)
+      seq->push_back(std::make_shared<Bottleneck>(in + i * g, g, config.use_dropout, config.dropout_rate));
+    return seq;
+  };
+  auto compress = [&](int64_t ch) { return static_cast<int64_t>(std::floor(static_cast<double>(ch) * config.reduction)); };
+  dense1_ = register_module("dense1", make_dense(c));
+  c += config.depth * g;
+  const int64_t t1 = compress(c);
+  trans1_ = register_module("trans1", std::make_shared<Transition>(c, t1, config.use_dropout, config.dropout_rate));
+  c = t1;
+  dense2_ = register_module("dense2", make_dense(c));
+  c += config.depth * g;
+  const int64_t t2 = compress(c);
+  trans2_ = register_module("trans2", std::make_shared<Transition>(c, t2, config.use_dropout, config.dropout_rate));
+  c = t2;
+  dense3_ = register_module("dense3", make_dense(c));
+  c += config.depth * g;
+  HMER_CHECK(c == config.out_channels, "DenseNetB: the blocks give ", c, " channels but out_channels is ",
+             config.out_channels);
+}
+
+Tensor DenseNetB::forward(const Tensor& x) {
+  HMER_CHECK(x.defined() && x.dim() == 4 && x.size(1) == config_.input_channels, "DenseNetB: expected input (N, ",
+             config_.input_channels, ", H, W), got ", x.defined() ? shape_str(x.shape()) : std::string("undefined"));
+  Tensor out = relu(conv1_->forward(x));
+  Pool2dOptions p;
+  p.kernel = {2, 2};
+  p.stride = {2, 2};
+  p.ceil_mode = true;
+  out = max_pool2d(out, p);
+  out = trans1_->forward(dense1_->forward(out));
+  out = trans2_->forward(dense2_->forward(out));
+  return dense3_->forward(out);
+}
+
+}  // namespace hmer::models
