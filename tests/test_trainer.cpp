@@ -17,6 +17,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "tests/testing.h"
 #include "core/error.h"
 #include "core/serialization.h"
 #include "train/checkpoint.h"
@@ -41,20 +42,7 @@ fs::path make_data() {
   static fs::path dir;
   if (!dir.empty()) return dir;
   dir = temp_dir("data");
-  fs::create_directories(dir / "img");
-  const std::vector<std::string> caps = {"x", "1 + 2", "a = b", "x ^ { 2 }", "\\frac { 1 } { 2 }", "y - 3",
-                                         "a b", "2 x", "\\sqrt { x }", "( a )", "b", "3", "x + y", "a _ { 1 }",
-                                         "z", "1 2"};
-  std::ofstream cap(dir / "caption.txt");
-  for (size_t i = 0; i < caps.size(); ++i) {
-    const int h = 32 + static_cast<int>(i % 3) * 8, w = 40 + static_cast<int>(i * 7 % 50);
-    cv::Mat img(h, w, CV_8UC1, cv::Scalar(0));
-    cv::line(img, {4, 4 + static_cast<int>(i % 5)}, {w - 5, h - 5}, cv::Scalar(255), 3);
-    cv::circle(img, {w / 2, h / 2}, 6 + static_cast<int>(i % 4), cv::Scalar(255), 2);
-    const std::string name = "s" + std::to_string(100 + i);
-    cv::imwrite((dir / "img" / (name + ".png")).string(), img);
-    cap << name << "\t" << caps[i] << "\n";
-  }
+  hmer::test::write_tiny_comer_dataset(dir);
   return dir;
 }
 

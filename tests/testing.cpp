@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -59,6 +62,24 @@ Tensor ref(const std::string& area, const std::string& name) {
                                        << " elements out of tolerance (atol " << tol.atol << ", rtol " << tol.rtol
                                        << "); first at flat index " << worst << ": " << a[worst] << " vs expected "
                                        << e[worst] << "; max_abs " << max_abs << ", max_rel " << max_rel;
+}
+
+void write_tiny_comer_dataset(const std::string& dir_in) {
+  const std::filesystem::path dir(dir_in);
+  std::filesystem::create_directories(dir / "img");
+  const std::vector<std::string> caps = {"x", "1 + 2", "a = b", "x ^ { 2 }", "\\frac { 1 } { 2 }", "y - 3",
+                                         "a b", "2 x", "\\sqrt { x }", "( a )", "b", "3", "x + y", "a _ { 1 }",
+                                         "z", "1 2"};
+  std::ofstream cap(dir / "caption.txt");
+  for (size_t i = 0; i < caps.size(); ++i) {
+    const int h = 32 + static_cast<int>(i % 3) * 8, w = 40 + static_cast<int>(i * 7 % 50);
+    cv::Mat img(h, w, CV_8UC1, cv::Scalar(0));
+    cv::line(img, {4, 4 + static_cast<int>(i % 5)}, {w - 5, h - 5}, cv::Scalar(255), 3);
+    cv::circle(img, {w / 2, h / 2}, 6 + static_cast<int>(i % 4), cv::Scalar(255), 2);
+    const std::string name = "s" + std::to_string(100 + i);
+    cv::imwrite((dir / "img" / (name + ".png")).string(), img);
+    cap << name << "\t" << caps[i] << "\n";
+  }
 }
 
 Tensor rand_tensor(const Shape& shape, uint64_t seed, double lo, double hi, DType dtype) {

@@ -34,6 +34,10 @@ struct GradcheckOptions {
 ::testing::AssertionResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                                      const std::vector<Tensor>& inputs, const GradcheckOptions& opt = {});
 
+// Writes a 16-sample CoMER-layout dataset (dir/caption.txt + dir/img/*.png, short captions over
+// CAN's dictionary, white strokes on black) for tests that train or evaluate a tiny model.
+void write_tiny_comer_dataset(const std::string& dir);
+
 // Deterministic random tensors for tests (uniform in [lo, hi)).
 Tensor rand_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0, DType dtype = DType::Float64);
 
