@@ -53,26 +53,10 @@ double max_abs(const Tensor& t) {
   return x;
 }
 
+// max |a - e| / max |e|, printed as "PARITY model_full/<what> ...".
 ::testing::AssertionResult rel_close(const Tensor& a, const Tensor& e, double bound, const std::string& what,
                                      double* measured = nullptr) {
-  if (a.shape() != e.shape())
-    return ::testing::AssertionFailure() << what << ": shape " << shape_str(a.shape()) << " vs twin "
-                                         << shape_str(e.shape());
-  const std::vector<double> va = a.to_vector<double>(), ve = e.to_vector<double>();
-  double max_d = 0, max_e = 0;
-  bool nan = false;
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (std::isnan(va[i]) || std::isnan(ve[i])) nan = true;
-    max_d = std::max(max_d, std::fabs(va[i] - ve[i]));
-    max_e = std::max(max_e, std::fabs(ve[i]));
-  }
-  const double rel = max_e > 0 ? max_d / max_e : max_d;
-  if (measured) *measured = rel;
-  std::printf("PARITY model_full/%s max_abs=%.3g rel=%.3g max_ref=%.3g n=%zu\n", what.c_str(), max_d, rel, max_e,
-              va.size());
-  if (!nan && rel <= bound) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": max |diff| " << max_d << " / max |ref| " << max_e << " = " << rel
-                                       << " > " << bound;
+  return max_rel_close(a, e, bound, "model_full/" + what, measured);
 }
 
 struct Sample {

@@ -22,6 +22,11 @@ bool ref_exists(const std::string& area, const std::string& name);
 // so `ctest -V | grep PARITY` lists the measured error of every comparison.
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, Tol tol, const std::string& what);
 
+// Whole-tensor relative error max|actual - expected| / max|expected| <= bound (the model-parity
+// measure); prints "PARITY <what> max_abs=.. rel=.. max_ref=.. n=..". NaN anywhere fails.
+::testing::AssertionResult max_rel_close(const Tensor& actual, const Tensor& expected, double bound,
+                                         const std::string& what, double* measured = nullptr);
+
 struct GradcheckOptions {
   double eps = tol::kFdEps;
   Tol tol = tol::kGradcheck;
