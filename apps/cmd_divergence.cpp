@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/commands.h"
 #include "core/error.h"
 #include "train/divergence.h"
 
@@ -46,8 +47,7 @@ int cmd_divergence(const std::vector<std::string>& args) {
     }
     const bool known = a == "--config" || a == "--out" || a == "--set" || a == "--replot";
     HMER_CHECK(known, "unknown argument '", a, "'\n\n", kUsage);
-    HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", kUsage);
-    const std::string& v = args[++i];
+    const std::string& v = option_value(args, i, kUsage);
     if (a == "--config") o.config_path = v;
     else if (a == "--out") o.out_dir = v;
     else if (a == "--replot") replot = v;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/commands.h"
 #include "core/error.h"
 #include "models/can.h"
 #include "train/checkpoint.h"
@@ -68,8 +69,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     const bool known = a == "--config" || a == "--weights" || a == "--data" || a == "--out" || a == "--beam" ||
                        a == "--limit";
     HMER_CHECK(known, "unknown argument '", a, "'\n\n", kUsage);
-    HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", kUsage);
-    const std::string& v = args[++i];
+    const std::string& v = option_value(args, i, kUsage);
     if (a == "--config") config = v;
     else if (a == "--weights") weights = v;
     else if (a == "--data") data_dir = v;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/commands.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
@@ -67,8 +68,7 @@ Args parse_args(const std::vector<std::string>& args, const std::vector<std::str
     const std::string& a = args[i];
     if (a.rfind("--", 0) == 0) {
       HMER_CHECK(std::find(flags.begin(), flags.end(), a) != flags.end(), "unknown option '", a, "'\n\n", usage);
-      HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", usage);
-      r.opts[a] = args[++i];
+      r.opts[a] = option_value(args, i, usage);
     } else {
       r.positional.push_back(a);
     }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/commands.h"
 #include "core/autograd.h"
 #include "core/error.h"
 #include "data/dataset.h"
@@ -38,8 +39,7 @@ int cmd_predict(const std::vector<std::string>& args) {
       return 0;
     }
     if (a == "--config" || a == "--weights" || a == "--beam") {
-      HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", kUsage);
-      const std::string& v = args[++i];
+      const std::string& v = option_value(args, i, kUsage);
       if (a == "--config") config = v;
       else if (a == "--weights") weights = v;
       else beam = std::stoll(v);

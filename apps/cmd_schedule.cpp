@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/commands.h"
 #include "core/error.h"
 #include "optim/factory.h"
 #include "optim/lr_schedule.h"
@@ -52,8 +53,7 @@ int cmd_schedule(const std::vector<std::string>& args) {
       return 0;
     }
     const auto value = [&]() -> const std::string& {
-      HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", kUsage);
-      return args[++i];
+      return option_value(args, i, kUsage);
     };
     if (a == "--config") config = value();
     else if (a == "--steps-per-epoch") steps = parse_count(a, value());

@@ -9,6 +9,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "apps/commands.h"
 #include "core/error.h"
 #include "data/hershey.h"
 #include "data/inkml.h"
@@ -80,8 +81,7 @@ int cmd_synth(const std::vector<std::string>& args) {
       return 0;
     }
     const auto value = [&]() -> const std::string& {
-      HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", kUsage);
-      return args[++i];
+      return option_value(args, i, kUsage);
     };
     if (a == "--out") out = value();
     else if (a == "--count") { count = parse_u64(a, value(), false); have_count = true; }

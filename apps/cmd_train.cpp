@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/commands.h"
 #include "core/error.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -41,8 +42,7 @@ int cmd_train(const std::vector<std::string>& args) {
     }
     const bool known = a == "--config" || a == "--set" || a == "--resume";
     HMER_CHECK(known, "unknown argument '", a, "'\n\n", kUsage);
-    HMER_CHECK(i + 1 < args.size(), a, " needs a value\n\n", kUsage);
-    const std::string& v = args[++i];
+    const std::string& v = option_value(args, i, kUsage);
     if (a == "--config") config = v;
     else if (a == "--set") sets.push_back(v);
     else resume = v;

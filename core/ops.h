@@ -66,6 +66,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 
 // ---- convolution and pooling ------------------------------------------------------------------
 using Pair = std::array<int64_t, 2>;
+std::string pair_str(const Pair& p);  // "(a, b)", for error messages
 struct Conv2dOptions {
   Pair stride{1, 1};
   Pair padding{0, 0};

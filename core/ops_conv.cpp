@@ -1,6 +1,4 @@
 // conv2d (groups = 1). Validation and autograd here; the im2col + GEMM kernels in kernels/cpu/conv2d.
-#include <ostream>
-
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
@@ -9,13 +7,6 @@
 namespace hmer {
 
 namespace {
-
-// Streams a Pair as "(a, b)" into error messages.
-struct PairStr {
-  const Pair& p;
-};
-std::ostream& operator<<(std::ostream& os, const PairStr& s) { return os << '(' << s.p[0] << ", " << s.p[1] << ')'; }
-PairStr pair_str(const Pair& p) { return PairStr{p}; }
 
 cpu::Conv2dShape conv2d_shape(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& o) {
   HMER_CHECK(x.defined() && w.defined(), "conv2d: undefined input or weight");

@@ -1,5 +1,6 @@
 // Element-wise ops and the small helpers every op shares.
 #include <algorithm>
+#include <sstream>
 
 #include "core/autograd.h"
 #include "core/dispatch.h"
@@ -47,6 +48,13 @@ Tensor contiguous_copy(const Tensor& x) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   out.copy_(x);
   return out;
+}
+
+std::string pair_str(const Pair& p) {
+  // ostringstream rather than string operator+: GCC 12 emits a false -Wrestrict on the latter.
+  std::ostringstream os;
+  os << '(' << p[0] << ", " << p[1] << ')';
+  return os.str();
 }
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {

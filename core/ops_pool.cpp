@@ -1,6 +1,4 @@
 // max_pool2d and avg_pool2d with PyTorch's output-size, padding and divisor rules.
-#include <ostream>
-
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
@@ -9,13 +7,6 @@
 namespace hmer {
 
 namespace {
-
-// Streams a Pair as "(a, b)" into error messages.
-struct PairStr {
-  const Pair& p;
-};
-std::ostream& operator<<(std::ostream& os, const PairStr& s) { return os << '(' << s.p[0] << ", " << s.p[1] << ')'; }
-PairStr pair_str(const Pair& p) { return PairStr{p}; }
 
 int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;

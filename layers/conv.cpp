@@ -9,15 +9,6 @@
 
 namespace hmer {
 
-namespace {
-// (ostringstream rather than string operator+: GCC 12 emits a false -Wrestrict on the latter.)
-std::string pair_str(const Pair& p) {
-  std::ostringstream os;
-  os << '(' << p[0] << ", " << p[1] << ')';
-  return os.str();
-}
-}  // namespace
-
 Conv2d::Conv2d(const Conv2dLayerOptions& options, Generator* gen) : UnaryModule("Conv2d"), options_(options) {
   const Pair k = options.kernel_size();
   HMER_CHECK(options.in_channels() > 0 && options.out_channels() > 0 && k[0] > 0 && k[1] > 0,

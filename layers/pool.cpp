@@ -4,13 +4,8 @@
 
 namespace hmer {
 
+
 namespace {
-// (ostringstream rather than string operator+: GCC 12 emits a false -Wrestrict on the latter.)
-std::string pair_str(const Pair& p) {
-  std::ostringstream os;
-  os << '(' << p[0] << ", " << p[1] << ')';
-  return os.str();
-}
 
 Pool2dOptions make_pool_options(const char* layer, Pair kernel, Pair stride, Pair padding, bool ceil_mode) {
   HMER_CHECK(kernel[0] > 0 && kernel[1] > 0, layer, ": kernel_size must be positive, got ", pair_str(kernel));
