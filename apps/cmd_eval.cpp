@@ -35,21 +35,6 @@ const char* kUsage =
     "  --out FILE       the JSON report\n"
     "  --no-counting    skip the counting MAE (saves one encoder pass per image)\n";
 
-models::Config load_model_config(const std::string& path) {
-  // A training config carries data: / train: sections the model parser does not know.
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail("config ", path, ": cannot read: ", e.what());
-  }
-  if (root.IsMap()) {
-    root.remove("data");
-    root.remove("train");
-  }
-  return models::parse_config(root, path, std::filesystem::path(path).parent_path().string());
-}
-
 }  // namespace
 
 int cmd_eval(const std::vector<std::string>& args) {

@@ -57,17 +57,7 @@ int cmd_predict(const std::vector<std::string>& args) {
                " does not exist\n\n", kUsage);
     config = guess.string();
   }
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(config);
-  } catch (const YAML::Exception& e) {
-    fail("config ", config, ": cannot read: ", e.what());
-  }
-  if (root.IsMap()) {
-    root.remove("data");
-    root.remove("train");
-  }
-  const models::Config cfg = models::parse_config(root, config, std::filesystem::path(config).parent_path().string());
+  const models::Config cfg = load_model_config(config);
   const data::Vocabulary vocab = cfg.vocabulary();
   models::CanModel model(cfg.model);
   models::load_weights(model, weights);

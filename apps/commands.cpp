@@ -1,6 +1,9 @@
 #include "apps/commands.h"
 
+#include <filesystem>
 #include <iostream>
+
+#include <yaml-cpp/yaml.h>
 
 #include "core/allocator.h"
 #include "core/device.h"
@@ -18,6 +21,22 @@ int cmd_train(const std::vector<std::string>& args);     // apps/cmd_train.cpp
 int cmd_eval(const std::vector<std::string>& args);      // apps/cmd_eval.cpp
 int cmd_predict(const std::vector<std::string>& args);   // apps/cmd_predict.cpp
 int cmd_divergence(const std::vector<std::string>& args);  // apps/cmd_divergence.cpp
+int cmd_bench(const std::vector<std::string>& args);       // apps/cmd_bench.cpp
+
+models::Config load_model_config(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail("config ", path, ": cannot read: ", e.what());
+  }
+  if (root.IsMap()) {
+    root.remove("data");
+    root.remove("train");
+    root.remove("divergence");
+  }
+  return models::parse_config(root, path, std::filesystem::path(path).parent_path().string());
+}
 
 namespace {
 
@@ -47,6 +66,7 @@ const std::vector<Command>& commands() {
       {"eval", "ExpRate, <=1/2/3, WER, counting MAE of weights on a dataset, as JSON", cmd_eval},
       {"predict", "LaTeX and confidence for images, one line each", cmd_predict},
       {"divergence", "Adadelta torch vs Paddle<=2.4 under one schedule, with controls (report + plot)", cmd_divergence},
+      {"bench", "time a training step and a greedy decode (GFLOP/s, peak RSS, per-op profile)", cmd_bench},
   };
   return table;
 }

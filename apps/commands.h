@@ -2,6 +2,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "models/model_config.h"
 #include <vector>
 
 namespace hmer::app {
@@ -17,6 +18,10 @@ inline const std::string& option_value(const std::vector<std::string>& args, siz
   HMER_CHECK(i + 1 < args.size(), args[i], " needs a value\n\n", usage);
   return args[++i];
 }
+
+// The model part of a config file: a training config's data:, train: and divergence: sections
+// (read by hmer train / hmer divergence) are set aside; every other key is validated.
+models::Config load_model_config(const std::string& path);
 
 // The subcommand table (apps/commands.cpp). Later issues add train, eval, predict, ...
 const std::vector<Command>& commands();

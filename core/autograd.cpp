@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace hmer {
 
@@ -97,6 +98,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
   }
 
   NoGradGuard no_grad;  // gradients are computed without recording (no double backward)
+  profiler::PhaseGuard phase("backward");
   const Edge start = gradient_edge(root);
 
   // Count, for every node reachable from the root, how many edges point at it. A node runs only
@@ -144,6 +146,9 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
     std::vector<Tensor> grads;
     if (g.defined()) {
       if (auto out = node->retained_output.lock()) out->grad = g.detach().impl_ptr();
+      std::string node_name;  // named only when profiling: the scope keeps a pointer into it
+      if (profiler::enabled()) node_name = node->name();
+      profiler::Scope scope(node_name.c_str());
       grads = node->backward(g);
       HMER_CHECK(grads.empty() || grads.size() == node->next_edges.size(), node->name(), ": backward returned ",
                  grads.size(), " gradients for ", node->next_edges.size(), " inputs");

@@ -9,6 +9,7 @@
 // naming the op, so a missing kernel is a clear message rather than a silent CPU fallback.
 #include "core/device.h"
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace hmer::detail {
 [[noreturn]] inline void no_cuda_build(const char* op) {
@@ -25,6 +26,7 @@ namespace hmer::detail {
 #define HMER_DISPATCH_DEVICE(op, device, cpu_stmt, cuda_stmt) \
   do {                                                       \
     [[maybe_unused]] const char* hmer_dispatch_op_ = op;     \
+    ::hmer::profiler::Scope hmer_profile_scope_(op);         \
     if ((device).is_cpu()) {                                 \
       cpu_stmt;                                              \
     } else {                                                 \
@@ -35,6 +37,7 @@ namespace hmer::detail {
 #define HMER_DISPATCH_DEVICE(op, device, cpu_stmt, cuda_stmt) \
   do {                                                       \
     [[maybe_unused]] const char* hmer_dispatch_op_ = op;     \
+    ::hmer::profiler::Scope hmer_profile_scope_(op);         \
     if ((device).is_cpu()) {                                 \
       cpu_stmt;                                              \
     } else {                                                 \

@@ -2,6 +2,7 @@
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "kernels/cpu/conv2d.h"
 
 namespace hmer {
@@ -58,6 +59,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
   Tensor b = bias_in.defined() ? bias_in.detach().contiguous() : Tensor();
   Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype(), x.device());
   HMER_DISPATCH_DEVICE("conv2d", x.device(), cpu::conv2d_forward(s, x, w, b, y), HMER_NO_CUDA);
+  profiler::add_flops(2.0 * static_cast<double>(y.numel()) * static_cast<double>(s.C * s.kh * s.kw));
 
   const bool need_gx = x_in.requires_grad();
   const bool need_gw = w_in.requires_grad();

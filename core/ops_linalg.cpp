@@ -2,6 +2,7 @@
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "kernels/cpu/matmul.h"
 
 namespace hmer {
@@ -46,6 +47,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
              " x ", shape_str(b_in.shape()));
   Tensor a = a_in.detach().contiguous(), b = b_in.detach().contiguous();
   Tensor out = batched ? bmm_raw(a, false, b, false) : mm_raw(a, false, b, false);
+  profiler::add_flops(2.0 * static_cast<double>(out.numel()) * static_cast<double>(a.size(-1)));
   const bool ga = a_in.requires_grad(), gb = b_in.requires_grad();
   return record_fn(out, "MatmulBackward", {a_in, b_in}, [a, b, ga, gb, batched](const Tensor& g_in) {
     Tensor g = g_in.contiguous();
@@ -84,6 +86,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& bias) {
   } else {
     HMER_DISPATCH_DEVICE("linear", x.device(), cpu::gemm(x, false, w, true, y, 0.0), HMER_NO_CUDA);
   }
+  profiler::add_flops(2.0 * static_cast<double>(rows) * static_cast<double>(in) * static_cast<double>(outf));
   Shape out_shape = in_shape;
   out_shape.back() = outf;
   y = y.reshape(out_shape);

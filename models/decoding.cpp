@@ -41,7 +41,7 @@ Tensor repeat_rows(const Tensor& t, int64_t k) {
 
 }  // namespace
 
-Hypothesis greedy_decode(CanModel& model, const Tensor& image, int64_t max_steps) {
+Hypothesis greedy_decode(CanModel& model, const Tensor& image, int64_t max_steps, bool stop_at_eos) {
   check_image(image, "greedy_decode");
   NoGradGuard no_grad;
   AttDecoder::State st = start_image(model, image);
@@ -59,7 +59,7 @@ Hypothesis greedy_decode(CanModel& model, const Tensor& image, int64_t max_steps
     for (float v : l) z += std::exp(static_cast<double>(v) - static_cast<double>(l[best]));
     const double p = 1.0 / z;
     h.log_prob += std::log(p);
-    if (best == eos) {
+    if (best == eos && stop_at_eos) {
       h.finished = true;
       h.eos_confidence = static_cast<float>(p);
       break;

@@ -20,8 +20,9 @@ struct Hypothesis {
   float eos_confidence = 0;        // p(eos) at the last step when finished
 };
 
-// image (1, C, H, W) at its own size (no padding).
-Hypothesis greedy_decode(CanModel& model, const Tensor& image, int64_t max_steps = 200);
+// image (1, C, H, W) at its own size (no padding). stop_at_eos = false runs exactly max_steps steps,
+// feeding back whatever the argmax is (eos included): the fixed-length decode `hmer bench` times.
+Hypothesis greedy_decode(CanModel& model, const Tensor& image, int64_t max_steps = 200, bool stop_at_eos = true);
 
 struct BeamOptions {
   int64_t beam_width = 5;

@@ -72,14 +72,14 @@ const train::DivergenceRun& run_named(const train::DivergenceResult& r, const st
 
 }  // namespace
 
-TEST(Divergence, SixRunsControlsSeparationAndFiles) {
+TEST(Divergence, EightRunsControlsSeparationAndFiles) {
   const fs::path dir = temp_dir("full");
   train::DivergenceOptions o;
   o.config_path = write_config(dir).string();
   o.out_dir = (dir / "out").string();
   o.verbose = false;
   const train::DivergenceResult r = train::run_divergence(o);
-  ASSERT_EQ(r.runs.size(), 6u);
+  ASSERT_EQ(r.runs.size(), 8u);
 
   // One initial state, one batch, one dropout stream: the first loss (before any update) is the same.
   const double first = r.runs[0].steps.at(0).loss;
@@ -100,6 +100,17 @@ TEST(Divergence, SixRunsControlsSeparationAndFiles) {
   EXPECT_LE(train::max_relative_loss_difference(st.steps, sp.steps, 100), 1e-3);
   EXPECT_TRUE(r.details["controls"]["adadelta_const"]["pass"].get<bool>());
   EXPECT_TRUE(r.details["controls"]["sgd"]["pass"].get<bool>());
+  // Each control is set against its rounding baseline (the same optimizer, one constant one ulp off).
+  for (const char* k : {"adadelta_const", "sgd"}) {
+    const auto& c = r.details["controls"][k];
+    ASSERT_TRUE(c.contains("rounding_baseline")) << k;
+    EXPECT_TRUE(c["pass_within_rounding"].get<bool>()) << k;
+    EXPECT_EQ(c["rounding_baseline"]["steps_compared"].get<int64_t>(), 32) << k;
+  }
+  EXPECT_EQ(r.details["controls"]["adadelta_const"]["rounding_baseline"]["run"].get<std::string>(), "torch_const_ulp");
+  // The baseline is a different run: its first update differs in the last bits, so somewhere in 32 steps
+  // its loss is not bit-identical to torch_const's.
+  EXPECT_GT(train::max_relative_loss_difference(tc.steps, run_named(r, "torch_const_ulp").steps, 100), 0.0);
   // Paddle ignores the lr: its scheduled run is its constant run, bit for bit.
   EXPECT_EQ(train::max_relative_loss_difference(run_named(r, "paddle").steps, pc.steps, 1000), 0.0);
   EXPECT_TRUE(r.details["controls"]["paddle_lr_ignored"]["pass"].get<bool>());
@@ -122,7 +133,7 @@ TEST(Divergence, SixRunsControlsSeparationAndFiles) {
   std::set<std::string> keys;
   for (auto it = s.begin(); it != s.end(); ++it) keys.insert(it.key());
   EXPECT_EQ(keys, (std::set<std::string>{"torch", "paddle", "torch_const", "paddle_const", "sgd_torch", "sgd_paddle",
-                                         "separation_step"}));
+                                         "torch_const_ulp", "sgd_torch_ulp", "separation_step"}));
   for (const std::string& name : train::divergence_run_names()) {
     std::set<std::string> k;
     for (auto it = s[name].begin(); it != s[name].end(); ++it) k.insert(it.key());
@@ -144,7 +155,7 @@ TEST(Divergence, SixRunsControlsSeparationAndFiles) {
   std::ifstream cf(dir / "out" / "per_step.csv");
   int lines = 0;
   for (std::string l; std::getline(cf, l);) ++lines;
-  EXPECT_EQ(lines, 1 + 6 * 32);
+  EXPECT_EQ(lines, 1 + 8 * 32);
   const cv::Mat png = cv::imread((dir / "out" / "curves.png").string(), cv::IMREAD_COLOR);
   ASSERT_FALSE(png.empty());
   EXPECT_EQ(png.cols, 1400);
@@ -207,6 +218,16 @@ TEST(Divergence, OptimSectionsDifferOnlyInTheOptimizer) {
   EXPECT_EQ(train::divergence_optim(s, "sgd_torch")["optimizer"].as<std::string>(), "sgd");
   EXPECT_EQ(train::divergence_optim(s, "sgd_paddle")["optimizer"].as<std::string>(), "momentum");
   EXPECT_EQ(train::divergence_optim(s, "sgd_paddle")["momentum"].as<double>(), 0.8);
+  // The rounding baselines: their base run with one constant exactly one float32 ulp higher.
+  const YAML::Node tu = train::divergence_optim(s, "torch_const_ulp");
+  EXPECT_EQ(tu["variant"].as<std::string>(), "torch");
+  EXPECT_EQ(tu["lr_schedule"]["type"].as<std::string>(), "constant");
+  EXPECT_EQ(static_cast<float>(tu["eps"].as<double>()), std::nextafter(1.0e-5f, 1.0f));
+  EXPECT_EQ(tu["rho"].as<double>(), 0.95);
+  const YAML::Node su = train::divergence_optim(s, "sgd_torch_ulp");
+  EXPECT_EQ(su["optimizer"].as<std::string>(), "sgd");
+  EXPECT_EQ(static_cast<float>(su["momentum"].as<double>()), std::nextafter(0.8f, 1.0f));
+  EXPECT_EQ(su["lr"].as<double>(), 0.1);
 
   YAML::Node bad = YAML::Load("divergence: {adadelta: {lr: 1}, epsilon: 3}");
   try {
@@ -217,6 +238,21 @@ TEST(Divergence, OptimSectionsDifferOnlyInTheOptimizer) {
   }
   YAML::Node bad_run = YAML::Load("divergence: {runs: [torch, adam]}");
   EXPECT_THROW(train::take_divergence_settings(bad_run, "<test>"), Error);
+}
+
+// A divergence config is also a training config (hmer train): its divergence section is validated and
+// set aside.
+TEST(Divergence, ItsConfigIsATrainingConfig) {
+  const fs::path dir = temp_dir("as_train");
+  const fs::path cfg = write_config(dir);
+  EXPECT_NO_THROW(train::load_train_config(cfg.string(), {}));
+  try {
+    train::load_train_config(cfg.string(), {"divergence.bogus=1"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bogus"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 TEST(Plot, TicksAndRendering) {

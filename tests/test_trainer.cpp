@@ -323,3 +323,38 @@ TEST(Trainer, NonFiniteStopsOrSkips) {
     }
   }
 }
+
+// `hmer bench` on a tiny model: it runs, writes the agreed JSON keys with sane values, and its FLOP
+// count is the model's (independent of the timing, so it can be checked exactly across two runs).
+TEST(Cli, BenchWritesItsJson) {
+  const fs::path d = fs::temp_directory_path() / ("hmer_test_bench_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  auto bench = [&](const std::string& name, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"bench", "--config", std::string(HMER_SOURCE_DIR) + "/configs/can_tiny.yaml",
+                                     "--batch", "2", "--height", "32", "--width", "64", "--tokens", "3", "--steps", "2",
+                                     "--warmup", "1", "--decode-repeats", "2", "--json", (d / name).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    EXPECT_EQ(run_cli(args, "", (d / (name + ".log")).string()), 0) << name;
+    std::ifstream f(d / name);
+    return nlohmann::json::parse(f);
+  };
+  const nlohmann::json a = bench("a.json", {"--profile"});
+  for (const char* k : {"train_step_s", "decode_s", "peak_rss_mib", "gflops_per_s", "train_gflop_per_step",
+                        "decode_gflop", "pct_of_peak"}) {
+    ASSERT_TRUE(a.contains(k) && a[k].is_number()) << k;
+    EXPECT_GT(a[k].get<double>(), 0.0) << k;
+  }
+  EXPECT_EQ(a["train_step_s_all"].size(), 2u);
+  EXPECT_EQ(a["decode_s_all"].size(), 2u);
+  EXPECT_TRUE(std::isfinite(a["loss"].get<double>()));
+  ASSERT_TRUE(a["profile_train"].is_array());
+  bool conv_backward = false;
+  for (const auto& r : a["profile_train"])
+    if (r["phase"] == "backward" && r["op"] == "Conv2dBackward") conv_backward = true;
+  EXPECT_TRUE(conv_backward);
+  const nlohmann::json b = bench("b.json", {"--skip-decode"});
+  EXPECT_TRUE(b["decode_s"].is_null());
+  EXPECT_EQ(a["train_gflop_per_step"].get<double>(), b["train_gflop_per_step"].get<double>());
+  EXPECT_EQ(a["loss"].get<double>(), b["loss"].get<double>());  // same seed, same batch, same weights
+  fs::remove_all(d);
+}

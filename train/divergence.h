@@ -9,12 +9,14 @@
 //   paddle_const  Adadelta paddle (lr has no effect)   } coincide up to float rounding
 //   sgd_torch     torch.optim.SGD with momentum, the schedule   } the same update for both: they
 //   sgd_paddle    paddle.optimizer.Momentum, the schedule        } nearly coincide
+//   torch_const_ulp  torch_const with eps one float32 ulp higher  } rounding baselines: how far two runs
+//   sgd_torch_ulp    sgd_torch with momentum one ulp higher       } drift that differ by one rounding
 //
 // The config is a training config (train/trainer.h) plus a `divergence:` section, removed before
 // the training config is parsed:
 //
 //   divergence:
-//     runs: [torch, paddle, torch_const, paddle_const, sgd_torch, sgd_paddle]   # default: all six
+//     runs: [torch, paddle, torch_const, paddle_const, sgd_torch, sgd_paddle]   # default: all eight
 //     adadelta: {lr: 1.0, rho: 0.9, eps: 1.0e-6, weight_decay: 1.0e-4}   # shared by the 4 Adadelta runs
 //     sgd: {lr: 0.02, momentum: 0.9, weight_decay: 1.0e-4}                # shared by the 2 SGD runs
 //     lr_schedule: {type: can, first_period_epochs: 10}   # default: the config's optim.lr_schedule
@@ -36,7 +38,7 @@
 
 namespace hmer::train {
 
-// The six runs, in report order.
+// The eight runs, in report order.
 const std::vector<std::string>& divergence_run_names();
 
 struct DivergenceSettings {

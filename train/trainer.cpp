@@ -11,6 +11,7 @@
 #include "optim/factory.h"
 #include "optim/what_moved.h"
 #include "train/checkpoint.h"
+#include "train/divergence.h"
 #include "train/evaluator.h"
 #include "train/health.h"
 #include "train/logging.h"
@@ -108,6 +109,9 @@ TrainConfig parse_train_config(const YAML::Node& root_in, const std::string& sou
   const YAML::Node train_n = YAML::Clone(root_in["train"]);
   model_root.remove("data");
   model_root.remove("train");
+  // A divergence config (hmer divergence) is also a training config: its divergence section is
+  // validated here and otherwise belongs to that command.
+  if (model_root["divergence"]) (void)take_divergence_settings(model_root, source);
   cfg.model = models::parse_config(model_root, source, "");
 
   // ---- data ----
