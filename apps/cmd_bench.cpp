@@ -13,6 +13,7 @@
 #include <iostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,7 +52,7 @@ const char* kUsage =
     "see docs/performance.md). --profile adds a per-op table (exclusive times) from extra steps.\n"
     "\n"
     "defaults: --batch 8 --height 120 --width 480 --tokens 30 --steps 10 --warmup 2\n"
-    "          --decode-repeats 5 --seed 0 --peak-gflops 220 (2 cores x 3.5 GHz x 32 FP32 FLOP/cycle)\n";
+    "          --decode-repeats 5 --seed 0 --peak-gflops 220 (2 cores x ~3.5 GHz x 32 FP32 FLOP/cycle)\n";
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -102,16 +103,19 @@ Batch random_batch(int64_t B, int64_t H, int64_t W, int64_t T, int64_t vocab, in
 
 nlohmann::ordered_json profile_table(double seconds_total, int64_t repeats, const std::string& title) {
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
-  const auto es = profiler::entries();
+  auto es = profiler::entries();
   double covered = 0;
   for (const auto& e : es) covered += e.seconds;
+  // Whatever no op scope saw (allocation, autograd bookkeeping, glue), so the rows add up to the wall time.
+  es.push_back({"-", "(outside ops)", std::max(0.0, seconds_total - covered), repeats});
+  std::stable_sort(es.begin(), es.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
   std::cout << "\n" << title << ": " << std::fixed << std::setprecision(3) << seconds_total / repeats
             << " s per repeat (" << repeats << " profiled), exclusive time per op:\n";
   std::cout << "  " << std::left << std::setw(10) << "phase" << std::setw(34) << "op" << std::right << std::setw(12)
             << "s/repeat" << std::setw(8) << "%" << std::setw(10) << "calls" << "\n";
   for (const auto& e : es) {
     const double per = e.seconds / static_cast<double>(repeats);
-    const double pct = covered > 0 ? 100.0 * e.seconds / covered : 0.0;
+    const double pct = seconds_total > 0 ? 100.0 * e.seconds / seconds_total : 0.0;
     nlohmann::ordered_json r;
     r["phase"] = e.phase;
     r["op"] = e.name.empty() ? "(unnamed)" : e.name;
@@ -209,41 +213,17 @@ int cmd_bench(const std::vector<std::string>& args) {
   j["width"] = W;
   j["tokens"] = T;
   j["threads"] = cpu::num_threads();
+  j["seed"] = seed;
+  j["steps"] = steps;
+  j["warmup"] = warmup;
+  j["decode_repeats"] = decode_repeats;
+  j["optimizer"] = "Adadelta(lr=1, rho=0.9, eps=1e-6, weight_decay=1e-4), clip_grad_norm 100 (torch form)";
   j["native_build"] = HMER_NATIVE_BUILD != 0;
   std::cout << "hmer bench: " << j["model"].get<std::string>() << " (" << model->num_parameters()
             << " parameters), batch " << B << " x 1 x " << H << " x " << W << ", " << T << " tokens, "
             << cpu::num_threads() << " threads\n";
 
   const Batch batch = random_batch(B, H, W, T, cfg.model.vocab_size, cfg.model.eos_id, seed);
-
-  // FLOPs of the model as specified: one forward of the batch with the attention's coverage conv and
-  // its 1x1 projection run separately (the engine fuses them into one conv, which saves FLOPs that
-  // the model's count must still include, so the two engines' GFLOP/s compare).
-  double train_gflop = 0, decode_gflop = 0;
-  {
-    NoGradGuard no_grad;
-    model->train();
-    auto& att = model->decoder().attention();
-    const bool fused = att.fused_coverage();
-    att.set_fused_coverage(false);
-    profiler::reset();
-    profiler::set_count_flops(true);
-    (void)model->forward(batch.images, batch.image_mask, batch.labels, batch.label_mask);
-    train_gflop = 3.0 * profiler::flops() / 1e9;  // backward of a matrix op costs twice its forward
-    profiler::reset();
-    model->eval();
-    const Tensor one = batch.images.narrow(0, 0, 1).contiguous();
-    (void)models::greedy_decode(*model, one, T, false);
-    decode_gflop = profiler::flops() / 1e9;
-    profiler::set_count_flops(false);
-    profiler::reset();
-    att.set_fused_coverage(fused);
-  }
-  j["train_gflop_per_step"] = train_gflop;
-  j["decode_gflop"] = decode_gflop;
-  j["flop_count_method"] =
-      "forward FLOPs of conv2d, linear (incl. the GRU's) and matmul, 2*M*N*K each, counted by the ops "
-      "during one forward with the coverage conv unfused; training = 3x forward";
 
   optim::Adadelta opt(params, optim::AdadeltaOptions().lr(1.0).rho(0.9).eps(1e-6).weight_decay(1e-4));
   auto train_step = [&]() {
@@ -281,10 +261,6 @@ int cmd_bench(const std::vector<std::string>& args) {
     j["train_step_s"] = med;
     j["train_step_s_all"] = times;
     j["loss"] = first_loss;
-    j["gflops_per_s"] = train_gflop / med;
-    j["peak_gflops"] = peak_gflops;
-    j["peak_note"] = "FP32 peak assumed: 2 cores x ~3.5 GHz boost x 32 FLOP/cycle (AVX-512, 2 FMA units) = 224";
-    j["pct_of_peak"] = 100.0 * train_gflop / med / peak_gflops;
     if (profile) {
       profiler::reset();
       profiler::set_enabled(true);
@@ -298,6 +274,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   } else {
     j["train_step_s"] = nullptr;
     j["gflops_per_s"] = nullptr;
+    j["loss"] = nullptr;
   }
 
   if (!skip_decode) {
@@ -312,7 +289,8 @@ int cmd_bench(const std::vector<std::string>& args) {
       const double t0 = now_s();
       const auto h = models::greedy_decode(*model, image, T, false);
       const double dt = now_s() - t0;
-      HMER_CHECK(static_cast<int64_t>(h.tokens.size()) <= T, "bench: decode ran past ", T, " steps");
+      HMER_CHECK(static_cast<int64_t>(h.tokens.size()) == T, "bench: decode ran ", h.tokens.size(),
+                 " steps, not ", T);
       if (r > 0) times.push_back(dt);
     }
     j["decode_s"] = median(times);
@@ -331,7 +309,52 @@ int cmd_bench(const std::vector<std::string>& args) {
     }
   } else {
     j["decode_s"] = nullptr;
+    j["decode_gflops_per_s"] = nullptr;
   }
+  // FLOPs, counted after the timings so that both engines time from the same cold start. The model's
+  // count runs the attention's coverage conv and its 1x1 projection separately, as the model is
+  // specified (and as PyTorch runs it); the engine fuses the two into one conv, so it executes fewer
+  // FLOPs (reported as *_executed): GFLOP/s is model FLOPs per second, comparable between engines.
+  auto count_gflop = [&](bool fused_coverage) {
+    NoGradGuard no_grad;
+    auto& att = model->decoder().attention();
+    const bool was = att.fused_coverage();
+    att.set_fused_coverage(fused_coverage);
+    profiler::reset();
+    profiler::set_count_flops(true);
+    model->train();
+    (void)model->forward(batch.images, batch.image_mask, batch.labels, batch.label_mask);
+    const double train = 3.0 * profiler::flops() / 1e9;  // backward of a matrix op costs twice its forward
+    profiler::reset();
+    model->eval();
+    (void)models::greedy_decode(*model, batch.images.narrow(0, 0, 1).contiguous(), T, false);
+    const double decode = profiler::flops() / 1e9;
+    profiler::set_count_flops(false);
+    profiler::reset();
+    att.set_fused_coverage(was);
+    return std::pair<double, double>{train, decode};
+  };
+  const auto [train_gflop, decode_gflop] = count_gflop(false);
+  const auto [train_gflop_exec, decode_gflop_exec] = count_gflop(true);
+  j["train_gflop_per_step"] = train_gflop;
+  j["decode_gflop"] = decode_gflop;
+  j["train_gflop_executed_per_step"] = train_gflop_exec;
+  j["decode_gflop_executed"] = decode_gflop_exec;
+  j["flop_count_method"] =
+      "model FLOPs: forward FLOPs of conv2d, linear (incl. the GRU's) and matmul, 2*M*N*K each, counted by the "
+      "ops during one forward with the coverage conv unfused; training = 3x forward. *_executed: the same "
+      "with the engine's fused coverage conv";
+  j["peak_gflops"] = peak_gflops;
+  j["peak_note"] = "FP32 peak assumed: 2 cores x ~3.5 GHz boost x 32 FLOP/cycle/core (one 16-lane AVX-512 FMA "
+                   "per cycle) = 224, the issue's ~220";
+  if (!skip_train) {
+    const double med = j["train_step_s"].get<double>();
+    j["gflops_per_s"] = train_gflop / med;
+    j["pct_of_peak"] = 100.0 * train_gflop / med / peak_gflops;
+  } else {
+    j["pct_of_peak"] = nullptr;
+  }
+  if (!skip_decode) j["decode_gflops_per_s"] = decode_gflop / j["decode_s"].get<double>();
   j["peak_rss_mib"] = peak_rss_mib();
 
   std::cout << "\ntrain_step_s " << (j["train_step_s"].is_null() ? std::string("-") : j["train_step_s"].dump())

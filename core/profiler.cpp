@@ -62,7 +62,8 @@ void leave() {
   t_stack.pop_back();
   f.own += std::chrono::duration<double>(now - f.resumed).count();
   charge(f);
-  if (!t_stack.empty()) t_stack.back().resumed = now;
+  // The parent resumes after the bookkeeping, so the profiler's own cost is charged to nobody.
+  if (!t_stack.empty()) t_stack.back().resumed = Clock::now();
 }
 
 void add_flops(double flops) {

@@ -3,9 +3,12 @@
 //
 // Every op passes through HMER_DISPATCH_DEVICE (core/dispatch.h), which opens a Scope named after the
 // op; run_backward opens one per autograd node. Scopes nest, and each records *exclusive* time (a
-// parent's clock pauses while a child runs), so the table adds up to the profiled wall time without
-// double counting. Entries are keyed by (phase, name): "forward" for work outside backward(),
-// "backward" inside it. When disabled (the default) a Scope costs one relaxed atomic load.
+// parent's clock pauses while a child runs), so no time is counted twice; time outside every scope
+// (allocation, graph bookkeeping, module glue) is not in the table, and `hmer bench --profile` shows
+// it as "(outside ops)". Entries are keyed by (phase, name): "forward" for work outside backward(),
+// "backward" inside it. The scope stack and phase are per thread: profile ops issued from one thread
+// (OpenMP workers inside a kernel issue none). When disabled (the default) a Scope costs one relaxed
+// atomic load.
 //
 // FLOP counting is separate and also off by default: conv2d, linear and matmul add 2·M·N·K of their
 // forward when counting is on (see docs/performance.md for what this count includes).

@@ -240,6 +240,16 @@ TEST(Divergence, OptimSectionsDifferOnlyInTheOptimizer) {
   EXPECT_THROW(train::take_divergence_settings(bad_run, "<test>"), Error);
 }
 
+TEST(Divergence, WithinRoundingVerdict) {
+  EXPECT_TRUE(train::within_rounding(-1, -1));  // the pair never separates
+  EXPECT_TRUE(train::within_rounding(-1, 12));
+  EXPECT_TRUE(train::within_rounding(26, 22));  // later than its one-ulp baseline
+  EXPECT_TRUE(train::within_rounding(11, 22));  // exactly half as long
+  EXPECT_FALSE(train::within_rounding(10, 22));
+  EXPECT_FALSE(train::within_rounding(2, 40));  // a real difference shows at once
+  EXPECT_FALSE(train::within_rounding(30, -1));  // the baseline never separates, the pair does
+}
+
 // A divergence config is also a training config (hmer train): its divergence section is validated and
 // set aside.
 TEST(Divergence, ItsConfigIsATrainingConfig) {

@@ -224,6 +224,11 @@ int64_t separation_step(const std::vector<DivergenceStep>& a, const std::vector<
   return -1;
 }
 
+bool within_rounding(int64_t pair_onset, int64_t baseline_onset) {
+  if (pair_onset < 0) return true;
+  return baseline_onset >= 0 && 2 * pair_onset >= baseline_onset;
+}
+
 double max_relative_loss_difference(const std::vector<DivergenceStep>& a, const std::vector<DivergenceStep>& b,
                                     int64_t n) {
   const size_t m = std::min({a.size(), b.size(), static_cast<size_t>(std::max<int64_t>(n, 0))});
@@ -672,8 +677,7 @@ DivergenceResult run_divergence(const DivergenceOptions& opt) {
       // decorrelated and their loss gap is noise, so the onset, not the size of the gap, is the statistic.
       const int64_t onset = separation_step(a->steps, b->steps, first_tol);
       const int64_t bonset = separation_step(a->steps, base->steps, first_tol);
-      const bool late_enough = onset < 0 || (bonset >= 0 && 2 * onset >= bonset);
-      c["pass_within_rounding"] = late_enough && fin <= 0.02;
+      c["pass_within_rounding"] = within_rounding(onset, bonset) && fin <= 0.02;
     }
     det["controls"][key] = c;
   };
@@ -762,6 +766,8 @@ DivergenceResult run_divergence(const DivergenceOptions& opt) {
       const YAML::Node o = divergence_optim(set, r.name);
       std::string d = o["optimizer"].as<std::string>() + " " + o["variant"].as<std::string>() + ", lr " +
                       o["lr"].as<std::string>() + ", " + o["lr_schedule"]["type"].as<std::string>() + " schedule";
+      if (r.name == "torch_const_ulp") d += ", eps " + o["eps"].as<std::string>() + " (+1 ulp)";
+      if (r.name == "sgd_torch_ulp") d += ", momentum " + o["momentum"].as<std::string>() + " (+1 ulp)";
       md << "| " << r.name << " | " << d << " | " << r.steps.size() << " | " << json_num(final_loss(r)) << " | "
          << (r.exprate ? fmt("%.2f", *r.exprate) : std::string("n/a")) << " | " << json_num(effective_step_last(r))
          << " | " << fmt("%.0f", r.seconds) << " |\n";

@@ -16,7 +16,8 @@
 // the training config is parsed:
 //
 //   divergence:
-//     runs: [torch, paddle, torch_const, paddle_const, sgd_torch, sgd_paddle]   # default: all eight
+//     runs: [torch, paddle, torch_const, paddle_const, sgd_torch, sgd_paddle, torch_const_ulp,
+//            sgd_torch_ulp]   # default: all eight
 //     adadelta: {lr: 1.0, rho: 0.9, eps: 1.0e-6, weight_decay: 1.0e-4}   # shared by the 4 Adadelta runs
 //     sgd: {lr: 0.02, momentum: 0.9, weight_decay: 1.0e-4}                # shared by the 2 SGD runs
 //     lr_schedule: {type: can, first_period_epochs: 10}   # default: the config's optim.lr_schedule
@@ -106,6 +107,10 @@ int64_t separation_step(const std::vector<DivergenceStep>& a, const std::vector<
 // Largest relative loss difference over the first `n` common steps.
 double max_relative_loss_difference(const std::vector<DivergenceStep>& a, const std::vector<DivergenceStep>& b,
                                     int64_t n);
+// The "within rounding" verdict of a control pair: its onset (first step over the tolerance, -1 if
+// never) is never, or at least half its one-ulp baseline's onset. A baseline that never separates
+// while the pair does is not rounding.
+bool within_rounding(int64_t pair_onset, int64_t baseline_onset);
 // Mean training loss over the last epoch the run reached.
 double final_loss(const DivergenceRun& run);
 // Mean effective step over the last `fraction` of the steps (at least one step).
