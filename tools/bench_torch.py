@@ -50,8 +50,8 @@ FIRST_LABEL_ID = 2    # ids 0 (eos) and 1 (sos) are never drawn; the last drawn 
 CLIP_NORM = 100.0
 ADADELTA = dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=1e-4)
 DEFAULT_PEAK_GFLOPS = 220.0
-PEAK_NOTE = ("FP32 peak of this CPU on 2 cores: ~3.5 GHz x 2 AVX-512 FMA units x 16 lanes x 2 FLOP "
-             "= 224 GFLOP/s, rounded to 220")
+PEAK_NOTE = ("FP32 peak assumed: 2 cores x ~3.5 GHz boost x 32 FLOP/cycle/core (one 16-lane AVX-512 FMA "
+             "per cycle) = 224, the issue's ~220")
 FLOP_COUNT_METHOD = (
     "forward hooks during one forward: Conv2d 2*N*Cout*Hout*Wout*(Cin/groups)*kh*kw, Linear 2*rows*in*out "
     "(rows = product of leading dims), GRUCell 2*B*3*H*(I+H); biases, BatchNorm, pooling, activations, "
