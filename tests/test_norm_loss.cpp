@@ -385,6 +385,17 @@ TEST(Dropout, MaskIsAFunctionOfSeedAndOffset) {
   const std::vector<double> yd = dropout(ones, 0.5, true, &d).to_vector<double>();
   for (int64_t i = 0; i < 9; ++i)
     EXPECT_EQ(yd[i] != 0.0, static_cast<double>(philox_uniform_float(5, 2, static_cast<uint64_t>(i))) >= 0.5) << i;
+  // Long enough for the kernel's 64-word batches after a misaligned head and with a ragged tail, and
+  // a p whose threshold is not on the 24-bit grid.
+  Generator h(7);
+  h.set_state(7, 61);
+  Tensor many_ones = Tensor::ones({1003}, DType::Float32);
+  const double p = 0.3333333333333333;
+  const std::vector<float> yh = dropout(many_ones, p, true, &h).to_vector<float>();
+  for (int64_t i = 0; i < 1003; ++i)
+    EXPECT_EQ(yh[static_cast<size_t>(i)] != 0.0f,
+              static_cast<double>(philox_uniform_float(7, 61, static_cast<uint64_t>(i))) >= p)
+        << i;
 }
 
 TEST(Dropout, BackwardUsesTheSameMask) {
