@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "models/model_config.h"
 #include "core/error.h"
 #include "optim/factory.h"
 #include "optim/lr_schedule.h"
@@ -65,12 +66,7 @@ int cmd_schedule(const std::vector<std::string>& args) {
   HMER_CHECK(steps > 0, "--steps-per-epoch is required\n\n", kUsage);
   HMER_CHECK(!out.empty(), "--out is required\n\n", kUsage);
 
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(config);
-  } catch (const YAML::Exception& e) {
-    fail(config, ": ", e.what());
-  }
+  const YAML::Node root = models::read_config_file(config);
   if (epochs < 0) epochs = optim::config_epochs(root, config);
   HMER_CHECK(epochs > 0, config, " has no top-level 'epochs'; pass --epochs");
   const optim::ScheduleSpec spec = optim::build_schedule_spec(optim::optim_section(root, config), epochs);

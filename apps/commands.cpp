@@ -24,12 +24,7 @@ int cmd_divergence(const std::vector<std::string>& args);  // apps/cmd_divergenc
 int cmd_bench(const std::vector<std::string>& args);       // apps/cmd_bench.cpp
 
 models::Config load_model_config(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail("config ", path, ": cannot read: ", e.what());
-  }
+  YAML::Node root = models::read_config_file(path);
   if (root.IsMap()) {
     root.remove("data");
     root.remove("train");

@@ -183,15 +183,18 @@ const std::vector<std::string>& known_top_level_keys() {
 
 data::Vocabulary Config::vocabulary() const { return data::Vocabulary::from_config(vocab); }
 
-Config load_config(const std::string& path) {
-  YAML::Node root;
+YAML::Node read_config_file(const std::string& path) {
   try {
-    root = YAML::LoadFile(path);
+    return YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
     fail("config ", path, ": cannot open the file");
   } catch (const YAML::Exception& e) {
     fail("config ", path, ": YAML error at line ", e.mark.line + 1, ": ", e.msg);
   }
+}
+
+Config load_config(const std::string& path) {
+  const YAML::Node root = read_config_file(path);
   return parse_config(root, path, std::filesystem::path(path).parent_path().string());
 }
 

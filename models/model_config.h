@@ -119,6 +119,8 @@ struct Config {
   data::Vocabulary vocabulary() const;
 };
 
+// Reads a YAML file; a missing file or a syntax error is an hmer::Error naming the file (and line).
+YAML::Node read_config_file(const std::string& path);
 // Parses and validates a whole config. Every error names the source, the key and its line.
 Config load_config(const std::string& path);
 Config parse_config(const std::string& yaml_text, const std::string& source = "<config>");

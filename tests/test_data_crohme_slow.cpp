@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "core/rng.h"
+#include "tests/testing.h"
 #include "data/dataset.h"
 #include "data/inkml.h"
 #include "data/latex_tokenizer.h"
@@ -23,14 +24,10 @@
 
 using namespace hmer;
 using namespace hmer::data;
+using hmer::test::shared_data;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string shared_data() {
-  if (const char* e = std::getenv("HMER_SHARED_DATA")) return e;
-  return std::string(HMER_SOURCE_DIR) + "/../shared/data";
-}
 
 #define REQUIRE_DATA(rel)                                                                              \
   const std::string required_path_ = shared_data() + "/" + (rel);                                     \

@@ -29,38 +29,20 @@ using namespace hmer;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("hmer_test_divergence_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-fs::path make_data() {
-  static fs::path dir;
-  if (!dir.empty()) return dir;
-  dir = temp_dir("data");
-  hmer::test::write_tiny_comer_dataset(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return hmer::test::fresh_temp_dir("divergence_" + name); }
 
 // can_tiny + the tiny data + a divergence section: 4 epochs of 8 steps, CAN's schedule compressed to
 // first_period 2 (warm-up epoch 0, cosine epochs 1-2, restart epoch 3). eps 1e-4 so Adadelta moves
 // visibly within 32 steps (at 1e-6 its first steps are ~1e-3 per weight).
 fs::path write_config(const fs::path& dir, const std::vector<std::string>& extra = {}) {
-  YAML::Node root = YAML::LoadFile(std::string(HMER_SOURCE_DIR) + "/configs/can_tiny.yaml");
-  const std::string data = make_data().string();
-  for (const std::string& s : std::vector<std::string>{
-           "batch_size=2", "epochs=4", "decoding.max_steps=8", "data.train.layout=comer", "data.train.root=" + data,
-           "data.valid.layout=comer", "data.valid.root=" + data, "data.valid_limit=4", "data.loader.prefetch=1",
-           "train.log_every_steps=4", "train.eval_every_epochs=2",
-           "divergence.adadelta={lr: 1.0, rho: 0.9, eps: 1.0e-4, weight_decay: 1.0e-4}",
-           "divergence.sgd={lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}",
-           "divergence.lr_schedule={type: can, first_period_epochs: 2}"})
-    train::apply_override(root, s);
-  for (const auto& s : extra) train::apply_override(root, s);
+  std::vector<std::string> o = {"batch_size=2", "epochs=4", "decoding.max_steps=8", "data.valid_limit=4",
+                                "data.loader.prefetch=1", "train.log_every_steps=4", "train.eval_every_epochs=2",
+                                "divergence.adadelta={lr: 1.0, rho: 0.9, eps: 1.0e-4, weight_decay: 1.0e-4}",
+                                "divergence.sgd={lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}",
+                                "divergence.lr_schedule={type: can, first_period_epochs: 2}"};
+  o.insert(o.end(), extra.begin(), extra.end());
   const fs::path p = dir / "divergence_tiny.yaml";
-  std::ofstream(p) << YAML::Dump(root) << "\n";
+  hmer::test::write_tiny_can_config(p.string(), o);
   return p;
 }
 

@@ -28,13 +28,10 @@ namespace {
 namespace fs = std::filesystem;
 using namespace hmer::models;
 
-// Issue 5's acceptance bounds (tests/tolerances.h), relative: max |ours - twin| / max |twin| per tensor.
-constexpr double kModelForwardRel = tol::kModelForwardRel;
-constexpr double kModelGradRel = tol::kModelGradRel;
-constexpr double kModelStepLossRel = tol::kModelStepLossRel;
-// A gradient that is zero in exact arithmetic must stay within float32 rounding noise of its
-// neighbours' scale (measured ~3e-8 of it in both frameworks).
-constexpr double kZeroGradNoise = tol::kZeroGradNoise;
+// Issue 5's acceptance bounds are tol::kModelForwardRel / tol::kModelGradRel / tol::kModelStepLossRel (tests/tolerances.h),
+// relative: max |ours - twin| / max |twin| per tensor. tol::kZeroGradNoise: a gradient that is zero in exact
+// arithmetic must stay within float32 rounding noise of its neighbours' scale (measured ~3e-8 of it in both
+// frameworks).
 
 std::string src(const std::string& rel) { return std::string(HMER_SOURCE_DIR) + "/" + rel; }
 std::string refdir(const std::string& rel) { return std::string(HMER_REF_DIR) + "/model/" + rel; }
@@ -335,26 +332,26 @@ TEST_P(TinyParity, ForwardGradientsAndFiveAdadeltaSteps) {
   const Tensor images = ref_t("images"), mask = ref_t("image_mask"), labels = ref_t("labels"),
                lmask = ref_t("label_mask");
   CanModel::Output o = model->forward(images, mask, labels, lmask);
-  EXPECT_TRUE(rel_close(o.features, ref_t("encoder_out"), kModelForwardRel, r("encoder_out")));
+  EXPECT_TRUE(rel_close(o.features, ref_t("encoder_out"), tol::kModelForwardRel, r("encoder_out")));
   if (!dwap()) {
-    EXPECT_TRUE(rel_close(o.counts, ref_t("counting_vector"), kModelForwardRel, r("counting_vector")));
-    EXPECT_TRUE(rel_close(o.branch_counts[0], ref_t("counting_vector1"), kModelForwardRel, r("counting_vector1")));
-    EXPECT_TRUE(rel_close(o.branch_counts[1], ref_t("counting_vector2"), kModelForwardRel, r("counting_vector2")));
-    EXPECT_TRUE(rel_close(o.counting_loss, ref_t("counting_loss"), kModelForwardRel, r("counting_loss")));
+    EXPECT_TRUE(rel_close(o.counts, ref_t("counting_vector"), tol::kModelForwardRel, r("counting_vector")));
+    EXPECT_TRUE(rel_close(o.branch_counts[0], ref_t("counting_vector1"), tol::kModelForwardRel, r("counting_vector1")));
+    EXPECT_TRUE(rel_close(o.branch_counts[1], ref_t("counting_vector2"), tol::kModelForwardRel, r("counting_vector2")));
+    EXPECT_TRUE(rel_close(o.counting_loss, ref_t("counting_loss"), tol::kModelForwardRel, r("counting_loss")));
   }
-  EXPECT_TRUE(rel_close(o.logits, ref_t("logits"), kModelForwardRel, r("logits")));
+  EXPECT_TRUE(rel_close(o.logits, ref_t("logits"), tol::kModelForwardRel, r("logits")));
   // Every step's logits on its own (the issue's "every step's logits").
   double worst_step = 0;
   for (int64_t t = 0; t < o.logits.size(1); ++t) {
     double rel = 0;
     std::ostringstream name;
     name << r("logits_step") << t;
-    EXPECT_TRUE(rel_close(o.logits.select(1, t), ref_t("logits").select(1, t), kModelForwardRel, name.str(), &rel));
+    EXPECT_TRUE(rel_close(o.logits.select(1, t), ref_t("logits").select(1, t), tol::kModelForwardRel, name.str(), &rel));
     worst_step = std::max(worst_step, rel);
   }
   std::printf("worst per-step logits rel %.3g\n", worst_step);
-  EXPECT_TRUE(rel_close(o.word_loss, ref_t("word_loss"), kModelForwardRel, r("word_loss")));
-  EXPECT_TRUE(rel_close(o.loss, ref_t("loss"), kModelForwardRel, r("loss")));
+  EXPECT_TRUE(rel_close(o.word_loss, ref_t("word_loss"), tol::kModelForwardRel, r("word_loss")));
+  EXPECT_TRUE(rel_close(o.loss, ref_t("loss"), tol::kModelForwardRel, r("loss")));
 
   o.loss.backward();
   const auto grads = as_map(load_safetensors(refdir(r("grads.safetensors"))));
@@ -372,12 +369,12 @@ TEST_P(TinyParity, ForwardGradientsAndFiveAdadeltaSteps) {
       const double ours = max_abs(p.grad()), twin = max_abs(grads.at(name));
       std::printf("PARITY model/%s zero-by-shift-invariance ours=%.3g twin=%.3g (score weight grad %.3g)\n",
                   (r("grad/") + name).c_str(), ours, twin, scale);
-      EXPECT_LE(ours, kZeroGradNoise * scale);
-      EXPECT_LE(twin, kZeroGradNoise * scale);
+      EXPECT_LE(ours, tol::kZeroGradNoise * scale);
+      EXPECT_LE(twin, tol::kZeroGradNoise * scale);
       continue;
     }
     double rel = 0;
-    EXPECT_TRUE(rel_close(p.grad(), grads.at(name), kModelGradRel, r("grad/") + name, &rel));
+    EXPECT_TRUE(rel_close(p.grad(), grads.at(name), tol::kModelGradRel, r("grad/") + name, &rel));
     if (rel > worst) worst = rel, worst_name = name;
   }
   std::printf("worst gradient: %s rel %.3g\n", worst_name.c_str(), worst);
@@ -407,7 +404,7 @@ TEST_P(TinyParity, ForwardGradientsAndFiveAdadeltaSteps) {
                 want[s], rel);
     worst_loss = std::max(worst_loss, rel);
   }
-  EXPECT_LE(worst_loss, kModelStepLossRel);
+  EXPECT_LE(worst_loss, tol::kModelStepLossRel);
   EXPECT_LT(got[4], got[0]);  // the steps do train
 
   // Weights and BatchNorm buffers after the steps.
@@ -420,7 +417,7 @@ TEST_P(TinyParity, ForwardGradientsAndFiveAdadeltaSteps) {
       continue;
     }
     double rel = 0;
-    EXPECT_TRUE(rel_close(t, after.at(name), kModelGradRel, r("after_steps/") + name, &rel));
+    EXPECT_TRUE(rel_close(t, after.at(name), tol::kModelGradRel, r("after_steps/") + name, &rel));
     worst_w = std::max(worst_w, rel);
   }
   std::printf("worst tensor after 5 steps: rel %.3g\n", worst_w);
@@ -430,11 +427,11 @@ TEST_P(TinyParity, ForwardGradientsAndFiveAdadeltaSteps) {
   {
     NoGradGuard ng;
     const CanModel::Output e = model->forward(images, mask, labels, lmask);
-    EXPECT_TRUE(rel_close(e.features, ref_t("eval_encoder_out"), kModelForwardRel, r("eval_encoder_out")));
+    EXPECT_TRUE(rel_close(e.features, ref_t("eval_encoder_out"), tol::kModelForwardRel, r("eval_encoder_out")));
     if (!dwap())
-      EXPECT_TRUE(rel_close(e.counts, ref_t("eval_counting_vector"), kModelForwardRel, r("eval_counting_vector")));
-    EXPECT_TRUE(rel_close(e.logits, ref_t("eval_logits"), kModelForwardRel, r("eval_logits")));
-    EXPECT_TRUE(rel_close(e.loss, ref_t("eval_loss"), kModelForwardRel, r("eval_loss")));
+      EXPECT_TRUE(rel_close(e.counts, ref_t("eval_counting_vector"), tol::kModelForwardRel, r("eval_counting_vector")));
+    EXPECT_TRUE(rel_close(e.logits, ref_t("eval_logits"), tol::kModelForwardRel, r("eval_logits")));
+    EXPECT_TRUE(rel_close(e.loss, ref_t("eval_loss"), tol::kModelForwardRel, r("eval_loss")));
   }
   // Greedy decoding of each image at its own size with the trained weights.
   const std::vector<Hypothesis> hyps = decode_batch(*model, images, mask, BeamOptions{1, 200, true, 1.0});
@@ -468,10 +465,10 @@ TEST_P(TinyParity, FusedCoverageEqualsTwoStageForm) {
                lmask = ref_t("label_mask");
   model->decoder().attention().set_fused_coverage(false);
   const Tensor two_stage = model->forward(images, mask, labels, lmask).logits;
-  EXPECT_TRUE(rel_close(two_stage, ref_t("logits"), kModelForwardRel, r("logits_two_stage_coverage")));
+  EXPECT_TRUE(rel_close(two_stage, ref_t("logits"), tol::kModelForwardRel, r("logits_two_stage_coverage")));
   model->decoder().attention().set_fused_coverage(true);
   const Tensor fused = model->forward(images, mask, labels, lmask).logits;
-  EXPECT_TRUE(rel_close(fused, two_stage, kModelForwardRel, r("fused_vs_two_stage")));
+  EXPECT_TRUE(rel_close(fused, two_stage, tol::kModelForwardRel, r("fused_vs_two_stage")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Model, TinyParity, ::testing::Values("tiny", "tiny_dwap"),

@@ -37,13 +37,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace hmer::models;
 
-// Issue 5's bounds (relative to max |twin| per tensor); see tests/test_model.cpp.
-constexpr double kModelForwardRel = tol::kModelForwardRel;
-constexpr double kModelGradRel = tol::kModelGradRel;
-constexpr double kModelStepLossRel = tol::kModelStepLossRel;
-constexpr double kZeroGradNoise = tol::kZeroGradNoise;
-
-const fs::path kData = "/work/shared/data/crohme/2014";
+// Issue 5's bounds are tol::kModel* (relative to max |twin| per tensor); see tests/test_model.cpp.
+const fs::path kData = fs::path(shared_data()) / "crohme" / "2014";
 
 std::string src(const std::string& rel) { return std::string(HMER_SOURCE_DIR) + "/" + rel; }
 
@@ -236,22 +231,22 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
               static_cast<long long>(b.images.size(2)), static_cast<long long>(b.images.size(3)),
               static_cast<long long>(b.labels.size(1)), t_fwd, t_bwd);
 
-  EXPECT_TRUE(rel_close(o.features, tw(t32, "encoder_out"), kModelForwardRel, "encoder_out"));
-  EXPECT_TRUE(rel_close(o.counts, tw(t32, "counting_vector"), kModelForwardRel, "counting_vector"));
-  EXPECT_TRUE(rel_close(o.branch_counts[0], tw(t32, "counting_vector1"), kModelForwardRel, "counting_vector1"));
-  EXPECT_TRUE(rel_close(o.branch_counts[1], tw(t32, "counting_vector2"), kModelForwardRel, "counting_vector2"));
-  EXPECT_TRUE(rel_close(o.logits, tw(t32, "logits"), kModelForwardRel, "logits"));
+  EXPECT_TRUE(rel_close(o.features, tw(t32, "encoder_out"), tol::kModelForwardRel, "encoder_out"));
+  EXPECT_TRUE(rel_close(o.counts, tw(t32, "counting_vector"), tol::kModelForwardRel, "counting_vector"));
+  EXPECT_TRUE(rel_close(o.branch_counts[0], tw(t32, "counting_vector1"), tol::kModelForwardRel, "counting_vector1"));
+  EXPECT_TRUE(rel_close(o.branch_counts[1], tw(t32, "counting_vector2"), tol::kModelForwardRel, "counting_vector2"));
+  EXPECT_TRUE(rel_close(o.logits, tw(t32, "logits"), tol::kModelForwardRel, "logits"));
   double worst_step = 0;
   for (int64_t t = 0; t < o.logits.size(1); ++t) {
     double rel = 0;
-    EXPECT_TRUE(rel_close(o.logits.select(1, t), tw(t32, "logits").select(1, t), kModelForwardRel,
+    EXPECT_TRUE(rel_close(o.logits.select(1, t), tw(t32, "logits").select(1, t), tol::kModelForwardRel,
                           "logits_step" + std::to_string(t), &rel));
     worst_step = std::max(worst_step, rel);
   }
   std::printf("worst per-step logits rel %.3g\n", worst_step);
-  EXPECT_TRUE(rel_close(o.word_loss, tw(t32, "word_loss"), kModelForwardRel, "word_loss"));
-  EXPECT_TRUE(rel_close(o.counting_loss, tw(t32, "counting_loss"), kModelForwardRel, "counting_loss"));
-  EXPECT_TRUE(rel_close(o.loss, tw(t32, "loss"), kModelForwardRel, "loss"));
+  EXPECT_TRUE(rel_close(o.word_loss, tw(t32, "word_loss"), tol::kModelForwardRel, "word_loss"));
+  EXPECT_TRUE(rel_close(o.counting_loss, tw(t32, "counting_loss"), tol::kModelForwardRel, "counting_loss"));
+  EXPECT_TRUE(rel_close(o.loss, tw(t32, "loss"), tol::kModelForwardRel, "loss"));
 
   // Gradients. The float32 problem is ill-conditioned at this size with random weights (see
   // docs/model.md §5): the counting loss sends an almost position-independent gradient into training-
@@ -284,10 +279,10 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
       continue;
     }
     double vs32 = 0, vs64 = 0, t = 0;
-    (void)rel_close(p.grad(), g32.at(name), kModelGradRel, "grad/" + name, &vs32);
-    (void)rel_close(p.grad(), g64.at(name), kModelGradRel, "grad_vs_f64/" + name, &vs64);
-    (void)rel_close(g32.at(name), g64.at(name), kModelGradRel, "torch32_vs_f64/" + name, &t);
-    beyond_issue_bound += vs32 > kModelGradRel;
+    (void)rel_close(p.grad(), g32.at(name), tol::kModelGradRel, "grad/" + name, &vs32);
+    (void)rel_close(p.grad(), g64.at(name), tol::kModelGradRel, "grad_vs_f64/" + name, &vs64);
+    (void)rel_close(g32.at(name), g64.at(name), tol::kModelGradRel, "torch32_vs_f64/" + name, &t);
+    beyond_issue_bound += vs32 > tol::kModelGradRel;
     worst_vs32 = std::max(worst_vs32, vs32);
     ours_err.push_back(vs64);
     torch_err.push_back(t);
@@ -303,8 +298,8 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
               "rms %.3g; ours vs torch32 worst %.3g (%d of %zu tensors above 1e-3)\n",
               zero_by_construction.size(), ours_max, ours_rms, torch_max, torch_rms, worst_vs32, beyond_issue_bound,
               ours_err.size());
-  EXPECT_LE(ours_max, std::max(kModelGradRel, kTorchNoiseFactor * torch_max));
-  EXPECT_LE(ours_rms, std::max(kModelGradRel, kTorchNoiseFactor * torch_rms));
+  EXPECT_LE(ours_max, std::max(tol::kModelGradRel, kTorchNoiseFactor * torch_max));
+  EXPECT_LE(ours_rms, std::max(tol::kModelGradRel, kTorchNoiseFactor * torch_rms));
 
   // 5 steps. The float32 trajectory is chaotic: a rounding difference grows by orders of magnitude
   // per step (measured: torch float32 drifts from float64 by ~3e-5 at step 2, ~3e-4 at step 3). So
@@ -331,14 +326,14 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
     std::printf("PARITY model_full adadelta step %lld loss %.7g torch32 %.7g float64 %.7g rel=%.3g vs64=%.3g "
                 "torch32_vs64=%.3g (grad norm %.4g)\n",
                 static_cast<long long>(s), l, want32[s], want64[s], rel32, rel64, torch_rel, norm);
-    if (s < 2) EXPECT_LE(rel32, kModelStepLossRel) << "step " << s;
+    if (s < 2) EXPECT_LE(rel32, tol::kModelStepLossRel) << "step " << s;
     ours_drift = std::max(ours_drift, rel64);
     torch_drift = std::max(torch_drift, torch_rel);
     vs_torch = std::max(vs_torch, rel32);
   }
   std::printf("5 steps float32: worst vs torch32 %.3g; drift from float64: ours %.3g, torch32 %.3g\n", vs_torch,
               ours_drift, torch_drift);
-  EXPECT_LE(ours_drift, std::max(kModelStepLossRel, 10.0 * torch_drift));
+  EXPECT_LE(ours_drift, std::max(tol::kModelStepLossRel, 10.0 * torch_drift));
 
   // ---- float64 engine vs float64 twin: the implementation itself, at the issue's bounds ----
   CanModel m64(mc);
@@ -349,10 +344,10 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
                lm64 = b.label_mask.to(DType::Float64);
   CanModel::Output o64 = m64.forward(x64, mask64, b.labels, lm64);
   o64.loss.backward();
-  EXPECT_TRUE(rel_close(o64.features, tw(t64, "encoder_out"), kModelForwardRel, "f64/encoder_out"));
-  EXPECT_TRUE(rel_close(o64.counts, tw(t64, "counting_vector"), kModelForwardRel, "f64/counting_vector"));
-  EXPECT_TRUE(rel_close(o64.logits, tw(t64, "logits"), kModelForwardRel, "f64/logits"));
-  EXPECT_TRUE(rel_close(o64.loss, tw(t64, "loss"), kModelForwardRel, "f64/loss"));
+  EXPECT_TRUE(rel_close(o64.features, tw(t64, "encoder_out"), tol::kModelForwardRel, "f64/encoder_out"));
+  EXPECT_TRUE(rel_close(o64.counts, tw(t64, "counting_vector"), tol::kModelForwardRel, "f64/counting_vector"));
+  EXPECT_TRUE(rel_close(o64.logits, tw(t64, "logits"), tol::kModelForwardRel, "f64/logits"));
+  EXPECT_TRUE(rel_close(o64.loss, tw(t64, "loss"), tol::kModelForwardRel, "f64/loss"));
   double worst64 = 0;
   std::vector<Tensor> params64;
   for (const auto& [name, p] : m64.named_parameters()) {
@@ -362,7 +357,7 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
       continue;
     }
     double rel = 0;
-    EXPECT_TRUE(rel_close(p.grad(), g64.at(name), kModelGradRel, "f64/grad/" + name, &rel));
+    EXPECT_TRUE(rel_close(p.grad(), g64.at(name), tol::kModelGradRel, "f64/grad/" + name, &rel));
     worst64 = std::max(worst64, rel);
   }
   std::printf("gradients float64: worst ours vs torch %.3g\n", worst64);
@@ -375,7 +370,7 @@ TEST_F(CrohmeFull, ForwardGradientsAndAdadeltaMatchTwinAt120x480) {
     const double l = so.loss.item_double(), rel = std::fabs(l - want64[s]) / std::fabs(want64[s]);
     std::printf("PARITY model_full/f64 adadelta step %lld loss %.12g twin %.12g rel=%.3g\n", static_cast<long long>(s),
                 l, want64[s], rel);
-    EXPECT_LE(rel, kModelStepLossRel);
+    EXPECT_LE(rel, tol::kModelStepLossRel);
   }
 }
 

@@ -28,37 +28,20 @@ using namespace hmer;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("hmer_test_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return hmer::test::fresh_temp_dir("trainer_" + name); }
 
 fs::path cli() { return fs::path(HMER_REF_DIR).parent_path() / "bin" / "hmer"; }
 
-// 16 small images (white strokes on black, as the CROHME offline images) with short captions.
-fs::path make_data() {
-  static fs::path dir;
-  if (!dir.empty()) return dir;
-  dir = temp_dir("data");
-  hmer::test::write_tiny_comer_dataset(dir);
-  return dir;
-}
-
-// configs/can_tiny.yaml + data and train sections, as a config file in `run_parent`.
+// configs/can_tiny.yaml on the tiny dataset (16 small images, short captions) with train sections, as a
+// config file in `run_parent`.
 fs::path write_config(const fs::path& run_parent, const std::vector<std::string>& extra = {}) {
-  YAML::Node root = YAML::LoadFile(std::string(HMER_SOURCE_DIR) + "/configs/can_tiny.yaml");
-  const std::string data = make_data().string();
-  for (const std::string& s : std::vector<std::string>{
-           "batch_size=4", "epochs=2", "decoding.max_steps=12", "data.train.layout=comer", "data.train.root=" + data,
-        "data.valid.layout=comer", "data.valid.root=" + data, "data.valid_limit=4", "data.loader.prefetch=1",
-        "train.run_dir=" + (run_parent / "run").string(), "train.log_every_steps=2", "train.progress=off"})
-    train::apply_override(root, s);
-  for (const auto& s : extra) train::apply_override(root, s);
+  std::vector<std::string> o = {"batch_size=4", "epochs=2", "decoding.max_steps=12", "data.valid_limit=4",
+                                "data.loader.prefetch=1", "train.run_dir=" + (run_parent / "run").string(),
+                                "train.log_every_steps=2", "train.progress=off"};
+  o.insert(o.end(), extra.begin(), extra.end());
   fs::create_directories(run_parent);
   const fs::path p = run_parent / "config.yaml";
-  std::ofstream(p) << YAML::Dump(root) << "\n";
+  hmer::test::write_tiny_can_config(p.string(), o);
   return p;
 }
 
@@ -208,7 +191,7 @@ TEST(Trainer, EvalJsonPredictAndTensorboard) {
   ASSERT_TRUE(fs::exists(run / "config.yaml"));
   const fs::path out = d / "eval.json";
   ASSERT_EQ(run_cli({"eval", "--config", cfg.string(), "--weights", (run / "weights_last.safetensors").string(),
-                     "--data", make_data().string(), "--limit", "6", "--out", out.string()},
+                     "--data", hmer::test::tiny_comer_dataset(), "--limit", "6", "--out", out.string()},
                     "", (d / "eval.log").string()),
             0);
   nlohmann::json j;
@@ -227,7 +210,7 @@ TEST(Trainer, EvalJsonPredictAndTensorboard) {
 
   const fs::path pred = d / "predict.txt";
   ASSERT_EQ(run_cli({"predict", "--weights", (run / "weights_last.safetensors").string(),
-                     (make_data() / "img" / "s100.png").string(), (make_data() / "img" / "s101.png").string()},
+                     (fs::path(hmer::test::tiny_comer_dataset()) / "img" / "s100.png").string(), (fs::path(hmer::test::tiny_comer_dataset()) / "img" / "s101.png").string()},
                     "", pred.string()),
             0);
   std::ifstream pf(pred);

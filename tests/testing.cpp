@@ -1,7 +1,10 @@
 #include "tests/testing.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
@@ -11,6 +14,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "core/serialization.h"
+#include "train/trainer.h"
 
 namespace hmer::test {
 
@@ -169,6 +173,38 @@ Tensor rand_tensor(const Shape& shape, uint64_t seed, double lo, double hi, DTyp
     }
   }
   return ::testing::AssertionSuccess();
+}
+
+std::string shared_data() {
+  if (const char* e = std::getenv("HMER_SHARED_DATA")) return e;
+  return std::string(HMER_SOURCE_DIR) + "/../shared/data";
+}
+
+const std::string& tiny_comer_dataset() {
+  static const std::string dir = [] {
+    const std::string d = fresh_temp_dir("data");
+    write_tiny_comer_dataset(d);
+    return d;
+  }();
+  return dir;
+}
+
+std::string fresh_temp_dir(const std::string& name) {
+  const std::filesystem::path d =
+      std::filesystem::temp_directory_path() / ("hmer_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+void write_tiny_can_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = YAML::LoadFile(std::string(HMER_SOURCE_DIR) + "/configs/can_tiny.yaml");
+  const std::string& data = tiny_comer_dataset();
+  for (const std::string& s : std::vector<std::string>{"data.train.layout=comer", "data.train.root=" + data,
+                                                       "data.valid.layout=comer", "data.valid.root=" + data})
+    train::apply_override(root, s);
+  for (const std::string& s : overrides) train::apply_override(root, s);
+  std::ofstream(path) << YAML::Dump(root) << "\n";
 }
 
 }  // namespace hmer::test

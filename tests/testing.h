@@ -42,6 +42,16 @@ struct GradcheckOptions {
 // Writes a 16-sample CoMER-layout dataset (dir/caption.txt + dir/img/*.png, short captions over
 // CAN's dictionary, white strokes on black) for tests that train or evaluate a tiny model.
 void write_tiny_comer_dataset(const std::string& dir);
+// The directory holding the real data (crohme/, crohme_inkml/): $HMER_SHARED_DATA, else ../shared/data
+// beside the source tree. Tests that need it skip when it is absent.
+std::string shared_data();
+// That dataset, written once per test process into a temporary directory; returns the directory.
+const std::string& tiny_comer_dataset();
+// A fresh, empty temporary directory for this test process: <tmp>/hmer_test_<name>_<pid>.
+std::string fresh_temp_dir(const std::string& name);
+// Writes configs/can_tiny.yaml with its data sections pointed at tiny_comer_dataset() and the given
+// dotted overrides (train::apply_override, in order) to `path`.
+void write_tiny_can_config(const std::string& path, const std::vector<std::string>& overrides);
 
 // Deterministic random tensors for tests (uniform in [lo, hi)).
 Tensor rand_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0, DType dtype = DType::Float64);

@@ -475,14 +475,7 @@ const DivergenceRun* find_run(const std::vector<DivergenceRun>& runs, const std:
 DivergenceResult run_divergence(const DivergenceOptions& opt) {
   const double t0 = now_secs();
   HMER_CHECK(!opt.out_dir.empty(), "divergence: --out is required");
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(opt.config_path);
-  } catch (const YAML::BadFile&) {
-    fail("config ", opt.config_path, ": cannot open the file");
-  } catch (const YAML::Exception& e) {
-    fail("config ", opt.config_path, ": YAML error at line ", e.mark.line + 1, ": ", e.msg);
-  }
+  YAML::Node root = models::read_config_file(opt.config_path);
   for (const auto& o : opt.overrides) apply_override(root, o);
   const DivergenceSettings set = take_divergence_settings(root, opt.config_path);
   const fs::path out(opt.out_dir);

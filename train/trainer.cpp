@@ -207,14 +207,7 @@ TrainConfig parse_train_config(const YAML::Node& root_in, const std::string& sou
 }
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    fail("config ", path, ": cannot open the file");
-  } catch (const YAML::Exception& e) {
-    fail("config ", path, ": YAML error at line ", e.mark.line + 1, ": ", e.msg);
-  }
+  YAML::Node root = models::read_config_file(path);
   for (const auto& o : overrides) apply_override(root, o);
   return parse_train_config(root, path);
 }
