@@ -231,7 +231,9 @@ TEST(CudaElementwise, BinaryBroadcastAndStridedMatchCpu) {
         hmer::cuda::binary_forward(op, a_gpu.expand(shape), b_gpu.expand(shape), out_gpu);
         // + - * / are correctly rounded on both devices: bit-exact.
         EXPECT_TRUE(bit_equal(out_gpu, out_cpu)) << what;
-        if (is_floating(dtype)) EXPECT_TRUE(all_close(to_cpu(out_gpu), out_cpu, tol::kElementwise, "cuda." + what));
+        if (is_floating(dtype)) {
+          EXPECT_TRUE(all_close(to_cpu(out_gpu), out_cpu, tol::kElementwise, "cuda." + what));
+        }
       }
     }
   }

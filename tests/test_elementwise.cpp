@@ -28,7 +28,9 @@ void check_parity(const std::string& name, int n_inputs, const Fn& fn, Tol tol) 
   y.backward(ref("elementwise", name + "__grad_out"));
   for (int i = 0; i < n_inputs; ++i) {
     const std::string g = name + "__grad_x" + std::to_string(i);
-    if (ref_exists("elementwise", g)) EXPECT_TRUE(all_close(xs[i].grad(), ref("elementwise", g), tol, name + ".grad_x" + std::to_string(i)));
+    if (ref_exists("elementwise", g)) {
+      EXPECT_TRUE(all_close(xs[i].grad(), ref("elementwise", g), tol, name + ".grad_x" + std::to_string(i)));
+    }
   }
 }
 

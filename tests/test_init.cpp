@@ -145,7 +145,9 @@ TEST(Init, UniformNormalConstant) {
   uniform_(base.detach().slice(1, 0, 8, 2), 1.0, 2.0, gen);
   const std::vector<float> v = base.to_vector<float>();
   for (int i = 0; i < 48; ++i) {
-    if (i % 2 == 0) EXPECT_GE(v[i], 1.0f);
+    if (i % 2 == 0) {
+      EXPECT_GE(v[i], 1.0f);
+    }
     else EXPECT_EQ(v[i], 0.0f);
   }
   EXPECT_THROW(uniform_(Tensor::empty({3}, DType::Int64), 0, 1, gen), Error);

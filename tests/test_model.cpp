@@ -428,8 +428,9 @@ TEST_P(TinyParity, ForwardGradientsAndFiveAdadeltaSteps) {
     NoGradGuard ng;
     const CanModel::Output e = model->forward(images, mask, labels, lmask);
     EXPECT_TRUE(rel_close(e.features, ref_t("eval_encoder_out"), tol::kModelForwardRel, r("eval_encoder_out")));
-    if (!dwap())
+    if (!dwap()) {
       EXPECT_TRUE(rel_close(e.counts, ref_t("eval_counting_vector"), tol::kModelForwardRel, r("eval_counting_vector")));
+    }
     EXPECT_TRUE(rel_close(e.logits, ref_t("eval_logits"), tol::kModelForwardRel, r("eval_logits")));
     EXPECT_TRUE(rel_close(e.loss, ref_t("eval_loss"), tol::kModelForwardRel, r("eval_loss")));
   }
@@ -545,7 +546,9 @@ TEST(ModelDecoding, BeamSearch) {
     EXPECT_LE(hs.size(), 3u);
     for (size_t i = 0; i < hs.size(); ++i) {
       const Hypothesis& h = hs[i];
-      if (i) EXPECT_GE(hs[i - 1].score, h.score);
+      if (i) {
+        EXPECT_GE(hs[i - 1].score, h.score);
+      }
       ASSERT_EQ(h.confidences.size(), h.tokens.size());
       double lp = h.finished ? std::log(static_cast<double>(h.eos_confidence)) : 0.0;
       for (float c : h.confidences) {
@@ -559,7 +562,9 @@ TEST(ModelDecoding, BeamSearch) {
     }
     // Without length normalisation the best beam is at least as likely as the greedy path when
     // both finished.
-    if (!norm && g.finished && hs[0].finished) EXPECT_GE(hs[0].log_prob, g.log_prob - 1e-5);
+    if (!norm && g.finished && hs[0].finished) {
+      EXPECT_GE(hs[0].log_prob, g.log_prob - 1e-5);
+    }
   }
 }
 
