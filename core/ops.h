@@ -104,6 +104,13 @@ struct BatchNormOptions {
 // (may be undefined in training, then no running statistics are kept).
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                     const Tensor& running_var, const BatchNormOptions& options);
+// dropout(relu(batch_norm2d(x, …)), p, dropout_training, generator) in one pass, bit for bit: the
+// same values, gradients, running-statistics update and generator draw. Its backward keeps only x
+// and the statistics (the activation and the mask are recomputed), one (N, C, H, W) tensor where
+// the three separate ops keep four.
+Tensor batch_norm_relu_dropout(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                               const Tensor& running_var, const BatchNormOptions& options, double p,
+                               bool dropout_training, Generator* generator = nullptr);
 
 // ---- activations over a dim ---------------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);
@@ -127,6 +134,24 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* generator = 
 Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx = std::nullopt);
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
+
+// A growing concatenation along channels, written in place: DenseNet's x = cat({x, new}, 1) chain
+// without re-copying the earlier channels at every layer. One (N, capacity, H, W) buffer is made up
+// front; append(part) writes part into the next free channels and returns what cat({result(), part}, 1)
+// would (same values, same autograd graph), as a leading channel slice of that buffer. Only appends
+// are possible, so no earlier result is ever overwritten. conv2d reads such slices in place.
+class ChannelConcat {
+ public:
+  ChannelConcat(const Tensor& first, int64_t capacity);  // first (N, C0, H, W), C0 <= capacity
+  const Tensor& append(const Tensor& part);              // part (N, g, H, W) -> (N, C + g, H, W)
+  const Tensor& result() const { return result_; }
+  int64_t channels() const { return filled_; }
+  int64_t capacity() const { return buffer_.size(1); }
+
+ private:
+  Tensor buffer_, result_;
+  int64_t filled_ = 0;
+};
 
 // ---- helpers --------------------------------------------------------------------------------------
 // Materialises any view as a new contiguous tensor (no autograd; used by kernels' callers).

@@ -50,11 +50,22 @@ cpu::Conv2dShape conv2d_shape(const Tensor& x, const Tensor& w, const Tensor& bi
   return s;
 }
 
+// True when every image of x (N, C, H, W) is one contiguous (C, H, W) block, however far apart the
+// images are: a leading channel slice of a wider buffer (DenseNet's in-place concatenation). The
+// kernels then read x in place, and the graph keeps a view instead of a private copy.
+bool images_contiguous(const Tensor& x) {
+  if (x.is_contiguous()) return true;
+  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
+  return x.stride(3) == 1 && (H == 1 || x.stride(2) == W) && (C == 1 || x.stride(1) == H * W) &&
+         x.stride(0) >= C * H * W;
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dOptions& options) {
-  const cpu::Conv2dShape s = conv2d_shape(x_in, w_in, bias_in, options);
-  Tensor x = x_in.detach().contiguous();
+  cpu::Conv2dShape s = conv2d_shape(x_in, w_in, bias_in, options);
+  Tensor x = images_contiguous(x_in) ? x_in.detach() : x_in.detach().contiguous();
+  if (!x.is_contiguous() && s.N > 1) s.x_batch_stride = x.stride(0);
   Tensor w = w_in.detach().contiguous();
   Tensor b = bias_in.defined() ? bias_in.detach().contiguous() : Tensor();
   Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype(), x.device());

@@ -1,4 +1,5 @@
-// cat/stack: copies into slices of one output (device-agnostic: uses copy_), backward narrows.
+// cat/stack: copies into slices of one output (device-agnostic: uses copy_), backward narrows;
+// ChannelConcat: the same along channels, appended in place into one buffer.
 #include "core/autograd.h"
 #include "core/ops.h"
 
@@ -53,6 +54,47 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
     parts.push_back(tensors[i].unsqueeze(d));
   }
   return cat(parts, d);
+}
+
+namespace {
+
+void check_channel_part(const char* what, const Tensor& t) {
+  HMER_CHECK(t.defined(), "ChannelConcat: ", what, " is undefined");
+  HMER_CHECK(t.dim() == 4, "ChannelConcat: ", what, " must be (N, C, H, W), got ", shape_str(t.shape()));
+}
+
+}  // namespace
+
+ChannelConcat::ChannelConcat(const Tensor& first, int64_t capacity) {
+  check_channel_part("the first tensor", first);
+  HMER_CHECK(capacity >= first.size(1), "ChannelConcat: capacity ", capacity, " is below the first tensor's ",
+             first.size(1), " channels");
+  buffer_ = Tensor::empty({first.size(0), capacity, first.size(2), first.size(3)}, first.dtype(), first.device());
+  filled_ = first.size(1);
+  result_ = buffer_.narrow(1, 0, filled_);
+  result_.copy_(first);
+  result_ = record_fn(result_, "CatBackward", {first}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+const Tensor& ChannelConcat::append(const Tensor& part) {
+  check_channel_part("the appended tensor", part);
+  HMER_CHECK(part.size(0) == buffer_.size(0) && part.size(2) == buffer_.size(2) && part.size(3) == buffer_.size(3),
+             "ChannelConcat: appended tensor ", shape_str(part.shape()), " does not match the buffer ",
+             shape_str(buffer_.shape()), " except in channels");
+  HMER_CHECK(part.dtype() == buffer_.dtype() && part.device() == buffer_.device(), "ChannelConcat: appended tensor is ",
+             part.str(), ", the buffer ", buffer_.str());
+  const int64_t g = part.size(1);
+  HMER_CHECK(filled_ + g <= capacity(), "ChannelConcat: appending ", g, " channels to ", filled_,
+             " overflows the capacity of ", capacity());
+  // Channels [filled_, filled_ + g) belong to no earlier result, so writing them alters nothing saved.
+  buffer_.narrow(1, filled_, g).copy_(part);
+  const int64_t before = filled_;
+  filled_ += g;
+  Tensor grown = buffer_.narrow(1, 0, filled_);
+  result_ = record_fn(grown, "CatBackward", {result_, part}, [before, g](const Tensor& grad) {
+    return std::vector<Tensor>{grad.narrow(1, 0, before), grad.narrow(1, before, g)};
+  });
+  return result_;
 }
 
 }  // namespace hmer

@@ -1,47 +1,55 @@
-// batch_norm2d: batch or running statistics, the in-place running update, and the backward.
+// batch_norm2d: batch or running statistics, the in-place running update, and the backward; and
+// batch_norm_relu_dropout, the same normalisation fused with the activation and dropout after it.
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/rng.h"
 #include "kernels/cpu/batch_norm.h"
 
 namespace hmer {
 
 namespace {
 
-void check_channel_param(const Tensor& t, const char* what, const Tensor& x, bool same_dtype) {
+void check_channel_param(const char* op, const Tensor& t, const char* what, const Tensor& x, bool same_dtype) {
   if (!t.defined()) return;
-  HMER_CHECK(t.dim() == 1 && t.size(0) == x.size(1), "batch_norm2d: ", what, " has shape ", shape_str(t.shape()),
+  HMER_CHECK(t.dim() == 1 && t.size(0) == x.size(1), op, ": ", what, " has shape ", shape_str(t.shape()),
              ", expected (", x.size(1), ") for input ", shape_str(x.shape()));
-  HMER_CHECK(is_floating(t.dtype()), "batch_norm2d: ", what, " must be floating, got ", t.str());
-  HMER_CHECK(!same_dtype || t.dtype() == x.dtype(), "batch_norm2d: ", what, " is ", t.str(), " but the input is ",
+  HMER_CHECK(is_floating(t.dtype()), op, ": ", what, " must be floating, got ", t.str());
+  HMER_CHECK(!same_dtype || t.dtype() == x.dtype(), op, ": ", what, " is ", t.str(), " but the input is ",
              x.str());
 }
 
-}  // namespace
+// What the forward and the backward share: the contiguous input and affine, the float64 statistics.
+struct BatchNormPass {
+  Tensor x, w, b, mean, invstd;
+};
 
-Tensor batch_norm2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                    const Tensor& running_var, const BatchNormOptions& options) {
-  HMER_CHECK(x_in.defined(), "batch_norm2d: undefined input");
-  HMER_CHECK(is_floating(x_in.dtype()), "batch_norm2d: expected a floating input, got ", x_in.str());
-  HMER_CHECK(x_in.dim() == 4, "batch_norm2d: expected a 4-D input (N, C, H, W), got ", shape_str(x_in.shape()));
-  check_same_device("batch_norm2d", {&x_in, &weight, &bias, &running_mean, &running_var});
-  check_channel_param(weight, "weight", x_in, true);
-  check_channel_param(bias, "bias", x_in, true);
-  check_channel_param(running_mean, "running_mean", x_in, false);
-  check_channel_param(running_var, "running_var", x_in, false);
+// Validates, computes the statistics (batch or running) and, when training, updates the running
+// buffers in place. `op` names the caller in error messages.
+BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tensor& weight, const Tensor& bias,
+                                 const Tensor& running_mean, const Tensor& running_var,
+                                 const BatchNormOptions& options) {
+  HMER_CHECK(x_in.defined(), op, ": undefined input");
+  HMER_CHECK(is_floating(x_in.dtype()), op, ": expected a floating input, got ", x_in.str());
+  HMER_CHECK(x_in.dim() == 4, op, ": expected a 4-D input (N, C, H, W), got ", shape_str(x_in.shape()));
+  check_same_device(op, {&x_in, &weight, &bias, &running_mean, &running_var});
+  check_channel_param(op, weight, "weight", x_in, true);
+  check_channel_param(op, bias, "bias", x_in, true);
+  check_channel_param(op, running_mean, "running_mean", x_in, false);
+  check_channel_param(op, running_var, "running_var", x_in, false);
   HMER_CHECK(running_mean.defined() == running_var.defined(),
-             "batch_norm2d: running_mean and running_var must be both defined or both undefined");
-  HMER_CHECK(options.eps > 0, "batch_norm2d: eps must be positive, got ", options.eps);
+             op, ": running_mean and running_var must be both defined or both undefined");
+  HMER_CHECK(options.eps > 0, op, ": eps must be positive, got ", options.eps);
   const bool training = options.training;
   const int64_t C = x_in.size(1);
   const int64_t count = x_in.size(0) * x_in.size(2) * x_in.size(3);
   if (training) {
-    HMER_CHECK(count > 1, "batch_norm2d: expected more than 1 value per channel when training, got input size ",
+    HMER_CHECK(count > 1, op, ": expected more than 1 value per channel when training, got input size ",
                shape_str(x_in.shape()));
-    HMER_CHECK(options.momentum >= 0 && options.momentum <= 1, "batch_norm2d: momentum must be in [0, 1], got ",
+    HMER_CHECK(options.momentum >= 0 && options.momentum <= 1, op, ": momentum must be in [0, 1], got ",
                options.momentum);
   } else {
-    HMER_CHECK(running_mean.defined(), "batch_norm2d: running_mean and running_var must be defined in eval mode");
+    HMER_CHECK(running_mean.defined(), op, ": running_mean and running_var must be defined in eval mode");
   }
 
   Tensor x = x_in.detach().contiguous();
@@ -71,8 +79,20 @@ Tensor batch_norm2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias
                          cpu::batch_norm_running_stats(running_mean, running_var, options.eps, mean, invstd),
                          HMER_NO_CUDA);
   }
+  return {x, w, b, mean, invstd};
+}
+
+}  // namespace
+
+Tensor batch_norm2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                    const Tensor& running_var, const BatchNormOptions& options) {
+  const BatchNormPass bn = batch_norm_prepare("batch_norm2d", x_in, weight, bias, running_mean, running_var, options);
+  const Tensor &x = bn.x, &w = bn.w, &mean = bn.mean, &invstd = bn.invstd;
+  const bool training = options.training;
+  const int64_t C = x.size(1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  HMER_DISPATCH_DEVICE("batch_norm2d", x.device(), cpu::batch_norm_forward(x, mean, invstd, w, b, y), HMER_NO_CUDA);
+  HMER_DISPATCH_DEVICE("batch_norm2d", x.device(), cpu::batch_norm_forward(x, mean, invstd, w, bn.b, y),
+                       HMER_NO_CUDA);
 
   const bool need_x = x_in.requires_grad();
   const bool need_w = weight.defined() && weight.requires_grad();
@@ -85,6 +105,52 @@ Tensor batch_norm2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias
                      Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
                      HMER_DISPATCH_DEVICE("batch_norm2d_backward", g.device(),
                                           cpu::batch_norm_backward(g, x, mean, invstd, w, training, gx, gw, gb),
+                                          HMER_NO_CUDA);
+                     return std::vector<Tensor>{gx, gw, gb};
+                   });
+}
+
+Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
+                               const Tensor& running_mean, const Tensor& running_var, const BatchNormOptions& options,
+                               double p, bool dropout_training, Generator* generator) {
+  HMER_CHECK(p >= 0.0 && p <= 1.0, "batch_norm_relu_dropout: probability has to be between 0 and 1, but got ", p);
+  // p = 1 is torch's x·0 (NaN for non-finite x): rare enough to take the unfused path.
+  if (dropout_training && p == 1.0)
+    return dropout(relu(batch_norm2d(x_in, weight, bias, running_mean, running_var, options)), p, true, generator);
+  const BatchNormPass bn =
+      batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
+  const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
+  cpu::ReluDropout rd;
+  if (dropout_training && p > 0.0) {
+    // The same draw dropout() makes on the same tensor, so the stream stays where the unfused layers leave it.
+    Generator& gen = generator != nullptr ? *generator : default_generator();
+    rd.p = p;
+    rd.seed = gen.seed();
+    rd.offset = gen.reserve(static_cast<uint64_t>(x.numel()));
+  }
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
+                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, rd, y), HMER_NO_CUDA);
+
+  const bool training = options.training;
+  const int64_t C = x.size(1);
+  const bool need_x = x_in.requires_grad();
+  const bool need_w = weight.defined() && weight.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
+  // Saves x and the statistics only: relu's sign and the dropout mask are recomputed, where the
+  // unfused chain keeps the normalised tensor, the activation and the dropout output alive.
+  return record_fn(y, training ? "BatchNormReluDropoutBackward" : "BatchNormReluDropoutEvalBackward",
+                   {x_in, weight, bias}, [=](const Tensor& g_in) {
+                     Tensor g = g_in.contiguous();
+                     Tensor g_bn = Tensor::empty(x.shape(), x.dtype(), x.device());
+                     HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
+                                          cpu::batch_norm_relu_dropout_grad(g, x, mean, invstd, w, b, rd, g_bn),
+                                          HMER_NO_CUDA);
+                     Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+                     Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
+                     Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
+                     HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
+                                          cpu::batch_norm_backward(g_bn, x, mean, invstd, w, training, gx, gw, gb),
                                           HMER_NO_CUDA);
                      return std::vector<Tensor>{gx, gw, gb};
                    });

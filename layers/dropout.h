@@ -13,6 +13,7 @@ class Dropout : public UnaryModule {
   Tensor forward(const Tensor& x) override;
   std::string extra_repr() const override;
   double p() const { return p_; }
+  Generator* generator() const { return gen_; }  // null: default_generator()
 
  private:
   double p_;

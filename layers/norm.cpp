@@ -50,7 +50,7 @@ void BatchNorm2d::on_state_loaded() {
   batches_tracked_ = num_batches_tracked_.detach().to(Device::cpu()).item<int64_t>();
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+BatchNormOptions BatchNorm2d::begin_forward(const Tensor& x) {
   HMER_CHECK(x.defined() && x.dim() == 4, "BatchNorm2d: expected 4D input (N, C, H, W), got ",
              x.defined() ? shape_str(x.shape()) : std::string("undefined"));
   HMER_CHECK(x.size(1) == options_.num_features(), "BatchNorm2d: input ", shape_str(x.shape()), " has ", x.size(1),
@@ -68,7 +68,17 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   o.eps = options_.eps();
   o.flavor = options_.flavor();
   o.momentum = options_.flavor() == BatchNormFlavor::Paddle ? 1.0 - factor : factor;
+  return o;
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  const BatchNormOptions o = begin_forward(x);
   return batch_norm2d(x, weight_, bias_, running_mean_, running_var_, o);
+}
+
+Tensor BatchNorm2d::forward_relu_dropout(const Tensor& x, double p, bool dropout_training, Generator* gen) {
+  const BatchNormOptions o = begin_forward(x);
+  return batch_norm_relu_dropout(x, weight_, bias_, running_mean_, running_var_, o, p, dropout_training, gen);
 }
 
 std::string BatchNorm2d::extra_repr() const {

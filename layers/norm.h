@@ -32,6 +32,9 @@ class BatchNorm2d : public UnaryModule {
   // Training: batch statistics, running statistics updated and num_batches_tracked += 1.
   // Eval: running statistics (or batch statistics when track_running_stats is off).
   Tensor forward(const Tensor& x) override;  // (N, C, H, W)
+  // dropout(relu(forward(x)), p, dropout_training, gen) as one fused op (batch_norm_relu_dropout):
+  // the same numbers and bookkeeping, a quarter of the saved activations.
+  Tensor forward_relu_dropout(const Tensor& x, double p, bool dropout_training, Generator* gen);
   void reset_parameters(InitPreset preset, Generator& gen) override;
   void reset_running_stats();
   std::string extra_repr() const override;
@@ -47,6 +50,9 @@ class BatchNorm2d : public UnaryModule {
   void on_state_loaded() override;
 
  private:
+  // Checks x, advances num_batches_tracked when training, and returns the op's options.
+  BatchNormOptions begin_forward(const Tensor& x);
+
   BatchNorm2dOptions options_;
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
   // Host copy of num_batches_tracked, so a CUDA model does not sync to increment it.

@@ -4,8 +4,21 @@
 
 namespace hmer::models {
 
-Bottleneck::Bottleneck(int64_t in_channels, int64_t growth_rate, bool use_dropout, double dropout_rate)
-    : UnaryModule("Bottleneck"), use_dropout_(use_dropout) {
+namespace {
+
+// The fused op where the layer's BN, ReLU and dropout meet: BatchNorm2d keeps its bookkeeping
+// (num_batches_tracked, momentum) and the dropout its probability and generator.
+Tensor fused_bn_relu_dropout(BatchNorm2d& bn, const Tensor& x, const Dropout* dropout) {
+  return bn.forward_relu_dropout(x, dropout != nullptr ? dropout->p() : 0.0,
+                                 dropout != nullptr && dropout->is_training(),
+                                 dropout != nullptr ? dropout->generator() : nullptr);
+}
+
+}  // namespace
+
+Bottleneck::Bottleneck(int64_t in_channels, int64_t growth_rate, bool use_dropout, double dropout_rate,
+                       bool memory_efficient)
+    : UnaryModule("Bottleneck"), use_dropout_(use_dropout), memory_efficient_(memory_efficient) {
   const int64_t inter = 4 * growth_rate;
   // Registration order is the official state_dict order: bn1, conv1, bn2, conv2.
   bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(inter));
@@ -16,16 +29,37 @@ Bottleneck::Bottleneck(int64_t in_channels, int64_t growth_rate, bool use_dropou
   dropout_ = register_module("dropout", std::make_shared<Dropout>(dropout_rate));
 }
 
-Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
-  if (use_dropout_) out = dropout_->forward(out);
-  out = relu(bn2_->forward(conv2_->forward(out)));
-  if (use_dropout_) out = dropout_->forward(out);
-  return cat({x, out}, 1);
+Tensor Bottleneck::bn_relu_dropout(BatchNorm2d& bn, const Tensor& x) {
+  if (memory_efficient_) return fused_bn_relu_dropout(bn, x, use_dropout_ ? dropout_.get() : nullptr);
+  Tensor out = relu(bn.forward(x));
+  return use_dropout_ ? dropout_->forward(out) : out;
 }
 
-Transition::Transition(int64_t in_channels, int64_t out_channels, bool use_dropout, double dropout_rate)
-    : UnaryModule("Transition"), use_dropout_(use_dropout) {
+Tensor Bottleneck::new_features(const Tensor& x) {
+  Tensor out = bn_relu_dropout(*bn1_, conv1_->forward(x));
+  return bn_relu_dropout(*bn2_, conv2_->forward(out));
+}
+
+Tensor Bottleneck::forward(const Tensor& x) { return cat({x, new_features(x)}, 1); }
+
+DenseBlock::DenseBlock(int64_t in_channels, int64_t growth_rate, int64_t depth, bool use_dropout, double dropout_rate,
+                       bool memory_efficient)
+    : out_channels_(in_channels + depth * growth_rate), memory_efficient_(memory_efficient) {
+  for (int64_t i = 0; i < depth; ++i)
+    bottlenecks_.push_back(push_back(std::make_shared<Bottleneck>(in_channels + i * growth_rate, growth_rate,
+                                                                  use_dropout, dropout_rate, memory_efficient)));
+}
+
+Tensor DenseBlock::forward(const Tensor& x) {
+  if (!memory_efficient_) return Sequential::forward(x);
+  ChannelConcat features(x, out_channels_);
+  for (const auto& layer : bottlenecks_) features.append(layer->new_features(features.result()));
+  return features.result();
+}
+
+Transition::Transition(int64_t in_channels, int64_t out_channels, bool use_dropout, double dropout_rate,
+                       bool memory_efficient)
+    : UnaryModule("Transition"), use_dropout_(use_dropout), memory_efficient_(memory_efficient) {
   bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(out_channels));
   conv1_ = register_module("conv1",
                            std::make_shared<Conv2d>(Conv2dLayerOptions(in_channels, out_channels, 1).bias(false)));
@@ -33,8 +67,13 @@ Transition::Transition(int64_t in_channels, int64_t out_channels, bool use_dropo
 }
 
 Tensor Transition::forward(const Tensor& x) {
-  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
-  if (use_dropout_) out = dropout_->forward(out);
+  Tensor out;
+  if (memory_efficient_) {
+    out = fused_bn_relu_dropout(*bn1_, conv1_->forward(x), use_dropout_ ? dropout_.get() : nullptr);
+  } else {
+    out = relu(bn1_->forward(conv1_->forward(x)));
+    if (use_dropout_) out = dropout_->forward(out);
+  }
   Pool2dOptions p;
   p.kernel = {2, 2};
   p.stride = {2, 2};
@@ -50,21 +89,21 @@ DenseNetB::DenseNetB(const DenseNetConfig& config) : UnaryModule("DenseNet"), co
                                                                  .padding({3, 3})
                                                                  .bias(false)));
   auto make_dense = [&](int64_t in) {
-    auto seq = std::make_shared<Sequential>();
-    for (int64_t i = 0; i < config.depth; ++i)
-      seq->push_back(std::make_shared<Bottleneck>(in + i * g, g, config.use_dropout, config.dropout_rate));
-    return seq;
+    return std::make_shared<DenseBlock>(in, g, config.depth, config.use_dropout, config.dropout_rate,
+                                        config.memory_efficient);
   };
   auto compress = [&](int64_t ch) { return static_cast<int64_t>(std::floor(static_cast<double>(ch) * config.reduction)); };
   dense1_ = register_module("dense1", make_dense(c));
   c += config.depth * g;
   const int64_t t1 = compress(c);
-  trans1_ = register_module("trans1", std::make_shared<Transition>(c, t1, config.use_dropout, config.dropout_rate));
+  trans1_ = register_module("trans1", std::make_shared<Transition>(c, t1, config.use_dropout, config.dropout_rate,
+                                                                      config.memory_efficient));
   c = t1;
   dense2_ = register_module("dense2", make_dense(c));
   c += config.depth * g;
   const int64_t t2 = compress(c);
-  trans2_ = register_module("trans2", std::make_shared<Transition>(c, t2, config.use_dropout, config.dropout_rate));
+  trans2_ = register_module("trans2", std::make_shared<Transition>(c, t2, config.use_dropout, config.dropout_rate,
+                                                                      config.memory_efficient));
   c = t2;
   dense3_ = register_module("dense3", make_dense(c));
   c += config.depth * g;

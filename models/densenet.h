@@ -11,31 +11,53 @@
 
 namespace hmer::models {
 
+// memory_efficient (DenseNetConfig): BN → ReLU → dropout as one fused op (batch_norm_relu_dropout)
+// and each dense block's concatenation appended in place (ChannelConcat); otherwise op by op with a
+// fresh cat per layer, the plain reference the efficient form is tested against bit for bit.
+
 // One bottleneck layer: 1×1 conv to 4·growth → BN → ReLU (→ dropout) → 3×3 conv to growth → BN →
 // ReLU (→ dropout), then [x, new] along channels.
 class Bottleneck : public UnaryModule {
  public:
-  Bottleneck(int64_t in_channels, int64_t growth_rate, bool use_dropout, double dropout_rate);
+  Bottleneck(int64_t in_channels, int64_t growth_rate, bool use_dropout, double dropout_rate,
+             bool memory_efficient = false);
   Tensor forward(const Tensor& x) override;  // (N, C, H, W) -> (N, C + growth, H, W)
+  Tensor new_features(const Tensor& x);      // (N, C, H, W) -> (N, growth, H, W): forward without the cat
 
  private:
+  Tensor bn_relu_dropout(BatchNorm2d& bn, const Tensor& x);
   std::shared_ptr<BatchNorm2d> bn1_, bn2_;
   std::shared_ptr<Conv2d> conv1_, conv2_;
   std::shared_ptr<Dropout> dropout_;
-  bool use_dropout_;
+  bool use_dropout_, memory_efficient_;
+};
+
+// The bottlenecks of one dense block (state_dict names "0", "1", …). Memory-efficient: the growing
+// feature map lives in one buffer of the block's final width instead of a new copy per layer.
+class DenseBlock : public Sequential {
+ public:
+  DenseBlock(int64_t in_channels, int64_t growth_rate, int64_t depth, bool use_dropout, double dropout_rate,
+             bool memory_efficient);
+  Tensor forward(const Tensor& x) override;  // (N, C, H, W) -> (N, C + depth·growth, H, W)
+
+ private:
+  std::vector<std::shared_ptr<Bottleneck>> bottlenecks_;
+  int64_t out_channels_;
+  bool memory_efficient_;
 };
 
 // 1×1 conv → BN → ReLU (→ dropout) → 2×2 average pool, stride 2, ceil_mode.
 class Transition : public UnaryModule {
  public:
-  Transition(int64_t in_channels, int64_t out_channels, bool use_dropout, double dropout_rate);
+  Transition(int64_t in_channels, int64_t out_channels, bool use_dropout, double dropout_rate,
+             bool memory_efficient = false);
   Tensor forward(const Tensor& x) override;  // (N, C, H, W) -> (N, out, ceil(H/2), ceil(W/2))
 
  private:
   std::shared_ptr<BatchNorm2d> bn1_;
   std::shared_ptr<Conv2d> conv1_;
   std::shared_ptr<Dropout> dropout_;
-  bool use_dropout_;
+  bool use_dropout_, memory_efficient_;
 };
 
 class DenseNetB : public UnaryModule {
@@ -48,7 +70,7 @@ class DenseNetB : public UnaryModule {
  private:
   DenseNetConfig config_;
   std::shared_ptr<Conv2d> conv1_;
-  std::shared_ptr<Sequential> dense1_, dense2_, dense3_;
+  std::shared_ptr<DenseBlock> dense1_, dense2_, dense3_;
   std::shared_ptr<Transition> trans1_, trans2_;
 };
 

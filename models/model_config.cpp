@@ -265,7 +265,7 @@ Config parse_config(const YAML::Node& root, const std::string& source, const std
   if (root["densenet"]) {
     const YAML::Node n = root["densenet"];
     r.check_map(n, "densenet", {"ratio", "growthRate", "reduction", "bottleneck", "use_dropout", "dropout_rate",
-                                "depth"});
+                                "depth", "memory_efficient"});
     r.get(n, "densenet", "ratio", m.densenet.ratio);
     r.get(n, "densenet", "growthRate", m.densenet.growth_rate);
     r.get(n, "densenet", "reduction", m.densenet.reduction);
@@ -273,6 +273,7 @@ Config parse_config(const YAML::Node& root, const std::string& source, const std
     r.get(n, "densenet", "use_dropout", m.densenet.use_dropout);
     r.get(n, "densenet", "dropout_rate", m.densenet.dropout_rate);
     r.get(n, "densenet", "depth", m.densenet.depth);
+    r.get(n, "densenet", "memory_efficient", m.densenet.memory_efficient);
   }
   m.densenet.out_channels = m.densenet.computed_out_channels();
   if (root["encoder"]) {

@@ -33,6 +33,9 @@ struct DenseNetConfig {
   bool use_dropout = true;     // densenet.use_dropout
   double dropout_rate = 0.2;   // densenet.dropout_rate (ours; the official code hard-codes 0.2)
   int64_t depth = 16;          // densenet.depth (ours): bottleneck layers per dense block, officially 16
+  // densenet.memory_efficient (ours, as torchvision's DenseNet flag): fused BN+ReLU+dropout and the
+  // in-place channel concatenation. Same numbers bit for bit; false runs the op-by-op reference.
+  bool memory_efficient = true;
   int64_t input_channels = 1;  // encoder.input_channel
   // encoder.out_channel; checked against what growth_rate/depth/reduction produce.
   int64_t out_channels = 684;

@@ -96,17 +96,6 @@ Tensor distinct_leaf(const Shape& s, uint64_t seed) {
   return ::testing::AssertionFailure() << name << ": the C++ case table disagrees with ref_conv_pool.py's options";
 }
 
-::testing::AssertionResult bitwise_equal(const Tensor& a, const Tensor& b, const std::string& what) {
-  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << what << ": shapes differ";
-  const std::vector<double> va = a.to_vector<double>(), vb = b.to_vector<double>();
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (va[i] != vb[i]) {
-      return ::testing::AssertionFailure() << what << ": element " << i << " differs: " << va[i] << " vs " << vb[i];
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
-
 // Runs f, expecting an hmer::Error whose message contains every needle.
 template <class F>
 void expect_error(const F& f, std::initializer_list<std::string> needles) {
@@ -290,6 +279,38 @@ TEST(Conv2dThreads, BatchMatchesSingleImageLoop) {
       }
     }
   }
+}
+
+// A leading channel slice of a wider buffer (ChannelConcat's results) is read in place: images lie
+// further apart than C·H·W but each is one block. The numbers must be those of the contiguous copy.
+TEST(Conv2d, ReadsALeadingChannelSliceInPlace) {
+  for (const int64_t batch : {1, 3, 8}) {
+    for (const int64_t k : {1, 3}) {
+      const std::string tag = "N" + std::to_string(batch) + " k" + std::to_string(k);
+      const Tensor buffer = rand_tensor({batch, 40, 6, 9}, 11, -1, 1, DType::Float32);
+      const Tensor w = rand_tensor({7, 24, k, k}, 12, -0.2, 0.2, DType::Float32);
+      const Tensor gy = rand_tensor({batch, 7, 6, 9}, 13, -1, 1, DType::Float32);
+      const Conv2dOptions o{{1, 1}, {k / 2, k / 2}, {1, 1}};
+      Tensor slice = buffer.narrow(1, 0, 24);
+      EXPECT_EQ(slice.is_contiguous(), batch == 1) << tag;
+      Tensor copy = contiguous_copy(slice);
+      slice.set_requires_grad(true);
+      copy.set_requires_grad(true);
+      Tensor wa = w.detach().clone(), wb = w.detach().clone();
+      wa.set_requires_grad(true);
+      wb.set_requires_grad(true);
+      Tensor ya = conv2d(slice, wa, Tensor(), o), yb = conv2d(copy, wb, Tensor(), o);
+      EXPECT_TRUE(bitwise_equal(ya, yb, "forward " + tag));
+      ya.backward(gy);
+      yb.backward(gy);
+      EXPECT_TRUE(bitwise_equal(wa.grad(), wb.grad(), "grad_w " + tag));
+      EXPECT_TRUE(bitwise_equal(slice.grad(), copy.grad(), "grad_x " + tag));
+    }
+  }
+  // float64 finite differences through a slice view
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& t) { return conv2d(t[0].narrow(1, 0, 3), t[1], Tensor(), Conv2dOptions{}); },
+      {leaf({3, 5, 4, 6}, 14), leaf({2, 3, 1, 1}, 15)}));
 }
 
 // ---- pooling ----------------------------------------------------------------------------------------

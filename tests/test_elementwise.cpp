@@ -147,6 +147,57 @@ TEST(JoinParity, CatStack) {
   check_parity("stack", 2, [](const std::vector<Tensor>& in) { return stack({in[0], in[1]}, 2); }, tol::kElementwise);
 }
 
+// DenseNet's chain x = cat({x, new}, 1), appended in place: the same values and gradients as the
+// chain of cats, every result a leading slice of one buffer, and no earlier result disturbed.
+TEST(ChannelConcat, MatchesTheCatChainInOneBuffer) {
+  const Tensor x0 = rand_tensor({3, 2, 4, 5}, 1), p1 = rand_tensor({3, 3, 4, 5}, 2), p2 = rand_tensor({3, 1, 4, 5}, 3);
+  auto leaves = [&] {
+    std::vector<Tensor> v{x0.detach().clone(), p1.detach().clone(), p2.detach().clone()};
+    for (Tensor& t : v) t.set_requires_grad(true);
+    return v;
+  };
+  std::vector<Tensor> a = leaves(), b = leaves();
+  const Tensor chain1 = cat({a[0], a[1]}, 1);
+  const Tensor chain2 = cat({chain1, a[2]}, 1);
+  ChannelConcat cc(b[0], 6);
+  const Tensor grown1 = cc.append(b[1]);
+  const Tensor grown2 = cc.append(b[2]);
+  EXPECT_EQ(cc.channels(), 6);
+  EXPECT_TRUE(bitwise_equal(grown1, chain1, "after one append"));  // not overwritten by the second
+  EXPECT_TRUE(bitwise_equal(grown2, chain2, "after two appends"));
+  EXPECT_EQ(grown1.raw_data_ptr(), grown2.raw_data_ptr());
+  EXPECT_FALSE(grown1.is_contiguous());  // a (3, 5) slice of a 6-channel buffer
+  EXPECT_TRUE(grown2.is_contiguous());   // full
+  // Both intermediate results feed the loss, as in a dense block where every layer reads its prefix.
+  const Tensor g1 = rand_tensor({3, 5, 4, 5}, 4), g2 = rand_tensor({3, 6, 4, 5}, 5);
+  (sum(mul(chain1, g1)) + sum(mul(chain2, g2))).backward();
+  (sum(mul(grown1, g1)) + sum(mul(grown2, g2))).backward();
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(bitwise_equal(b[i].grad(), a[i].grad(), "grad " + std::to_string(i)));
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        ChannelConcat c(in[0], 5);
+        c.append(in[1]);
+        return mul(c.result(), c.result());
+      },
+      {leaf({2, 2, 3, 1}, 6), leaf({2, 3, 3, 1}, 7)}));
+}
+
+TEST(ChannelConcat, RejectsOverflowAndMismatchedParts) {
+  ChannelConcat cc(Tensor::zeros({2, 3, 4, 4}), 5);
+  EXPECT_THROW(cc.append(Tensor::zeros({2, 3, 4, 4})), Error);             // 3 + 3 > 5
+  EXPECT_THROW(cc.append(Tensor::zeros({1, 2, 4, 4})), Error);             // batch
+  EXPECT_THROW(cc.append(Tensor::zeros({2, 2, 4, 5})), Error);             // width
+  EXPECT_THROW(cc.append(Tensor::zeros({2, 2, 4, 4}, DType::Float64)), Error);
+  EXPECT_THROW(cc.append(Tensor::zeros({2, 2, 16})), Error);                // not 4-D
+  EXPECT_THROW(ChannelConcat(Tensor::zeros({2, 3, 4, 4}), 2), Error);      // capacity below the first
+  EXPECT_EQ(cc.channels(), 3);                                              // nothing was appended
+  try {
+    cc.append(Tensor::zeros({2, 3, 4, 4}));
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overflows the capacity of 5"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ViewGradcheck, PermuteSliceExpand) {
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return in[0].permute({2, 0, 1}).contiguous(); }, {leaf({2, 3, 4}, 1)}));
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return in[0].slice(1, 0, 4, 2); }, {leaf({2, 5, 4}, 1)}));

@@ -242,6 +242,43 @@ TEST(ModelArchitecture, EncoderOutputSize) {
   }
 }
 
+// densenet.memory_efficient (the default) fuses BN+ReLU+dropout and appends each block's features in
+// place; the op-by-op form is the reference. Training with dropout, then eval: every output,
+// gradient and running statistic must agree bit for bit, and the dropout stream must end level.
+TEST(ModelArchitecture, MemoryEfficientDenseNetIsBitIdenticalToTheReference) {
+  DenseNetConfig cfg = tiny_config(false, true).densenet;
+  EXPECT_TRUE(cfg.memory_efficient);  // the default
+  DenseNetB efficient(cfg);
+  cfg.memory_efficient = false;
+  DenseNetB reference(cfg);
+  reference.load_state_dict(efficient.state_dict());
+  const Tensor x = rand_tensor({3, 1, 37, 53}, 61, 0, 1, DType::Float32);
+  const Tensor g = rand_tensor({3, cfg.out_channels, 3, 4}, 62, -1, 1, DType::Float32);
+  std::vector<uint64_t> offsets;
+  for (DenseNetB* net : {&efficient, &reference}) {
+    net->train();
+    default_generator().manual_seed(2024);
+    for (int step = 0; step < 2; ++step) {  // two steps: the running statistics move twice
+      Tensor y = net->forward(x);
+      ASSERT_EQ(y.shape(), g.shape());
+      y.backward(g);
+    }
+    offsets.push_back(default_generator().offset());
+  }
+  EXPECT_EQ(offsets[0], offsets[1]);
+  const auto eff = as_map(efficient.state_dict()), ref_state = as_map(reference.state_dict());
+  for (const auto& [name, t] : ref_state) EXPECT_TRUE(bitwise_equal(eff.at(name), t, "state " + name));
+  const auto eff_params = as_map(efficient.named_parameters());
+  for (const auto& [name, t] : reference.named_parameters()) {
+    ASSERT_TRUE(t.grad().defined()) << name;
+    EXPECT_TRUE(bitwise_equal(eff_params.at(name).grad(), t.grad(), "grad " + name));
+  }
+  efficient.eval();
+  reference.eval();
+  NoGradGuard ng;
+  EXPECT_TRUE(bitwise_equal(efficient.forward(x), reference.forward(x), "eval forward"));
+}
+
 TEST(ModelArchitecture, PositionEncodingMatchesTwin) {
   const Tensor mask = ref("model", "pe_mask");
   EXPECT_TRUE(all_close(sine_position_encoding(mask, 10), ref("model", "pe"), tol::kElementwise, "model/pe"));

@@ -314,6 +314,78 @@ TEST(RegressionLoss, SmoothL1Pieces) {
   EXPECT_DOUBLE_EQ(l[3], 3.0 - 0.25);
 }
 
+// ---- batch_norm_relu_dropout ------------------------------------------------------------------------
+
+// The fused op must be the three ops, bit for bit: output, gradients of x, weight and bias, the
+// running statistics and where the generator's stream is left. H·W = 21 makes rows start in the
+// middle of Philox blocks.
+TEST(BatchNormReluDropout, BitIdenticalToBatchNormReluDropout) {
+  for (const DType dt : {DType::Float32, DType::Float64}) {
+    for (const bool training : {true, false}) {
+      for (const auto flavor : {BatchNormFlavor::Torch, BatchNormFlavor::Paddle}) {
+        for (const double p : {0.0, 0.35}) {
+          for (const bool dropout_training : {true, false}) {
+            const std::string tag = std::string(dtype_name(dt)) + (training ? " train" : " eval") +
+                                    (flavor == BatchNormFlavor::Torch ? " torch" : " paddle") + " p=" +
+                                    std::to_string(p) + (dropout_training ? " drop-train" : " drop-eval");
+            const Tensor x0 = rand_tensor({3, 5, 3, 7}, 21, -2, 3, dt), w0 = rand_tensor({5}, 22, 0.5, 1.5, dt),
+                         b0 = rand_tensor({5}, 23, -0.5, 0.5, dt), g = rand_tensor({3, 5, 3, 7}, 24, -1, 1, dt);
+            auto run = [&](bool fused, Tensor& rm, Tensor& rv, Generator& gen) {
+              Tensor x = x0.detach().clone(), w = w0.detach().clone(), b = b0.detach().clone();
+              for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
+              const BatchNormOptions o = bn_opts(training, flavor == BatchNormFlavor::Torch ? 0.1 : 0.9, flavor);
+              Tensor y = fused ? batch_norm_relu_dropout(x, w, b, rm, rv, o, p, dropout_training, &gen)
+                               : dropout(relu(batch_norm2d(x, w, b, rm, rv, o)), p, dropout_training, &gen);
+              y.backward(g);
+              return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
+            };
+            Tensor rm_a = rand_tensor({5}, 25, -0.5, 0.5, dt), rv_a = rand_tensor({5}, 26, 0.5, 1.5, dt);
+            Tensor rm_b = rm_a.detach().clone(), rv_b = rv_a.detach().clone();
+            Generator gen_a(31), gen_b(31);
+            gen_a.reserve(8);
+            gen_b.reserve(8);
+            const std::vector<Tensor> a = run(false, rm_a, rv_a, gen_a), b = run(true, rm_b, rv_b, gen_b);
+            const char* names[] = {"y", "grad_x", "grad_w", "grad_b"};
+            for (int i = 0; i < 4; ++i) EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
+            EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));
+            EXPECT_TRUE(bitwise_equal(rv_b, rv_a, tag + " running_var"));
+            EXPECT_EQ(gen_b.offset(), gen_a.offset()) << tag;
+            if (p > 0 && dropout_training) {
+              // The mask did drop something, or the comparison proves nothing about it.
+              const std::vector<Tensor> a0 = run(false, rm_a, rv_a, gen_a);
+              EXPECT_NE(a0[0].to(DType::Float64).to_vector<double>(), a[0].to(DType::Float64).to_vector<double>())
+                  << tag << ": a fresh draw gave the same mask";
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(BatchNormReluDropoutGradcheck, TrainAndEvalWithAFixedMask) {
+  EXPECT_TRUE(gradcheck(
+      [](In in) {
+        Generator g(5);
+        return batch_norm_relu_dropout(in[0], in[1], in[2], Tensor(), Tensor(), bn_opts(true), 0.3, true, &g);
+      },
+      {leaf({3, 2, 3, 5}, 41, -2.0, 3.0), leaf({2}, 42, 0.5, 1.5), leaf({2}, 43)}));
+  Tensor rm = rand_tensor({2}, 44, -0.5, 0.5), rv = rand_tensor({2}, 45, 0.5, 1.5);
+  EXPECT_TRUE(gradcheck(
+      [&](In in) { return batch_norm_relu_dropout(in[0], in[1], in[2], rm, rv, bn_opts(false), 0.3, false, nullptr); },
+      {leaf({2, 2, 3, 4}, 46), leaf({2}, 47, 0.5, 1.5), leaf({2}, 48)}));
+}
+
+TEST(BatchNormReluDropout, ValidatesLikeBatchNormAndDropout) {
+  const Tensor x = Tensor::zeros({2, 3, 4, 4});
+  expect_error([&] { batch_norm_relu_dropout(x, Tensor::ones({4}), Tensor(), Tensor(), Tensor(), bn_opts(true), 0.2, true); },
+               {"batch_norm_relu_dropout", "weight", "(3)"});
+  expect_error([&] { batch_norm_relu_dropout(x, Tensor(), Tensor(), Tensor(), Tensor(), bn_opts(true), 1.5, true); },
+               {"batch_norm_relu_dropout", "between 0 and 1"});
+  expect_error([&] { batch_norm_relu_dropout(Tensor::zeros({2, 3}), Tensor(), Tensor(), Tensor(), Tensor(), bn_opts(true), 0.2, true); },
+               {"batch_norm_relu_dropout", "4-D"});
+}
+
 // ---- dropout -----------------------------------------------------------------------------------
 
 TEST(DropoutGradcheck, FixedGeneratorState) {

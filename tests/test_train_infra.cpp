@@ -377,13 +377,6 @@ Tensor filled(int64_t n, float v) {
   return t;
 }
 
-void expect_bitwise_equal(const Tensor& a, const Tensor& b, const std::string& what) {
-  ASSERT_EQ(a.shape(), b.shape()) << what;
-  ASSERT_EQ(a.dtype(), b.dtype()) << what;
-  const size_t n = static_cast<size_t>(a.numel()) * dtype_size(a.dtype());
-  EXPECT_EQ(std::memcmp(a.contiguous().raw_data_ptr(), b.contiguous().raw_data_ptr(), n), 0) << what;
-}
-
 TEST(Checkpoint, RoundTripWithRealOptimizerState) {
   TempDir tmp;
   RunDir run_dir(tmp.path + "/run");
@@ -418,8 +411,8 @@ TEST(Checkpoint, RoundTripWithRealOptimizerState) {
   EXPECT_EQ(c.generation, 1);
   ASSERT_EQ(c.weights.size(), 2u);
   EXPECT_EQ(c.weights[0].first, "fc.weight");
-  expect_bitwise_equal(c.weights[0].second, w, "fc.weight");
-  expect_bitwise_equal(c.weights[1].second, b, "fc.bias");
+  EXPECT_TRUE(test::bitwise_equal(c.weights[0].second, w, "fc.weight"));
+  EXPECT_TRUE(test::bitwise_equal(c.weights[1].second, b, "fc.bias"));
   EXPECT_EQ(c.weights_metadata.at("format"), "pt");
   EXPECT_EQ(c.weights_metadata.at("exprate"), "12.5");
   EXPECT_EQ(c.weights_metadata.at("hmer/step"), "123");
@@ -435,14 +428,14 @@ TEST(Checkpoint, RoundTripWithRealOptimizerState) {
   EXPECT_EQ(c.state.scalars.at("loader.cursor"), "17");
   EXPECT_EQ(optim::parse_double(c.state.scalars.at("best_exprate"), "best"), 0.1 + 0.2);
   ASSERT_EQ(c.state.tensors.size(), 1u);
-  expect_bitwise_equal(c.state.tensors[0].second, Tensor::arange(10), "permutation");
+  EXPECT_TRUE(test::bitwise_equal(c.state.tensors[0].second, Tensor::arange(10), "permutation"));
   EXPECT_EQ(c.state.meta["note"], "resume me");
   EXPECT_EQ(c.state.optimizer.scalars, st.optimizer.scalars);
   ASSERT_EQ(c.state.optimizer.tensors.size(), st.optimizer.tensors.size());
   for (size_t i = 0; i < st.optimizer.tensors.size(); ++i) {
     EXPECT_EQ(c.state.optimizer.tensors[i].first, st.optimizer.tensors[i].first);
-    expect_bitwise_equal(c.state.optimizer.tensors[i].second, st.optimizer.tensors[i].second,
-                         st.optimizer.tensors[i].first);
+    EXPECT_TRUE(test::bitwise_equal(c.state.optimizer.tensors[i].second, st.optimizer.tensors[i].second,
+                         st.optimizer.tensors[i].first));
   }
   // The restored state drives an identical next step.
   Tensor w2 = w.detach().clone().set_requires_grad(true), b2 = b.detach().clone().set_requires_grad(true);
@@ -453,7 +446,7 @@ TEST(Checkpoint, RoundTripWithRealOptimizerState) {
   for (Tensor* p : {&b, &b2}) p->set_grad(test::rand_tensor({3}, 6, -1, 1, DType::Float32));
   opt.step();
   opt2.step();
-  expect_bitwise_equal(w2, w, "weight after a resumed step");
+  EXPECT_TRUE(test::bitwise_equal(w2, w, "weight after a resumed step"));
 
   // Convenience names and config.
   EXPECT_EQ(load_safetensors(run_dir.weights_last_path()).size(), 2u);

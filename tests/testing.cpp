@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
@@ -205,6 +206,29 @@ void write_tiny_can_config(const std::string& path, const std::vector<std::strin
     train::apply_override(root, s);
   for (const std::string& s : overrides) train::apply_override(root, s);
   std::ofstream(path) << YAML::Dump(root) << "\n";
+}
+
+::testing::AssertionResult bitwise_equal(const Tensor& actual, const Tensor& expected, const std::string& what) {
+  if (!actual.defined() || !expected.defined())
+    return ::testing::AssertionFailure() << what << ": undefined tensor";
+  if (actual.shape() != expected.shape())
+    return ::testing::AssertionFailure() << what << ": shape " << shape_str(actual.shape()) << " vs "
+                                         << shape_str(expected.shape());
+  if (actual.dtype() != expected.dtype())
+    return ::testing::AssertionFailure() << what << ": dtype " << dtype_name(actual.dtype()) << " vs "
+                                         << dtype_name(expected.dtype());
+  const Tensor a = actual.to(Device::cpu()).contiguous(), e = expected.to(Device::cpu()).contiguous();
+  const size_t item = dtype_size(a.dtype());
+  const auto* pa = static_cast<const unsigned char*>(a.raw_data_ptr());
+  const auto* pe = static_cast<const unsigned char*>(e.raw_data_ptr());
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (std::memcmp(pa + i * item, pe + i * item, item) != 0) {
+      const std::vector<double> va = a.reshape({-1}).narrow(0, i, 1).to_vector<double>();
+      const std::vector<double> ve = e.reshape({-1}).narrow(0, i, 1).to_vector<double>();
+      return ::testing::AssertionFailure() << what << ": element " << i << " differs: " << va[0] << " vs " << ve[0];
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace hmer::test

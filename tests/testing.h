@@ -21,6 +21,9 @@ bool ref_exists(const std::string& area, const std::string& name);
 //   PARITY <what> max_abs=<e> max_rel=<e> n=<count>
 // so `ctest -V | grep PARITY` lists the measured error of every comparison.
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, Tol tol, const std::string& what);
+// Same shape, dtype and bytes (so -0 differs from 0 and NaN equals the same NaN): for results
+// that must not change at all, e.g. a fused or in-place path against its op-by-op reference.
+::testing::AssertionResult bitwise_equal(const Tensor& actual, const Tensor& expected, const std::string& what);
 
 // Whole-tensor relative error max|actual - expected| / max|expected| <= bound (the model-parity
 // measure); prints "PARITY <what> max_abs=.. rel=.. max_ref=.. n=..". NaN anywhere fails.

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/dropout.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/functors.h"
 
 namespace hmer::cpu {
 
@@ -202,6 +204,95 @@ void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& mean, c
                          const Tensor& weight, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb) {
   HMER_DISPATCH_FLOATING(x.dtype(), "batch_norm2d_backward", [&] {
     batch_norm_backward_impl<scalar_t>(g, x, mean, invstd, weight, training, gx, gw, gb);
+  });
+}
+
+namespace {
+
+// alpha, beta of y = x·alpha + beta for channel c, as batch_norm_forward_impl folds them.
+template <class T>
+struct ChannelAffine {
+  const double* mp;
+  const double* ip;
+  const T* wp;
+  const T* bp;
+  double alpha(int64_t c) const { return ip[c] * (wp ? static_cast<double>(wp[c]) : 1.0); }
+  double beta(int64_t c) const { return (bp ? static_cast<double>(bp[c]) : 0.0) - mp[c] * alpha(c); }
+};
+
+template <class T>
+ChannelAffine<T> channel_affine(const Tensor& mean, const Tensor& invstd, const Tensor& weight, const Tensor& bias) {
+  return {mean.data_ptr<double>(), invstd.data_ptr<double>(), weight.defined() ? weight.data_ptr<T>() : nullptr,
+          bias.defined() ? bias.data_ptr<T>() : nullptr};
+}
+
+// Calls f(i, r, keep) for every flat index i of x: r the ReLU of the normalised x[i] (as
+// batch_norm_forward + relu compute it), keep whether dropout keeps element i (always without one).
+template <class T, class F>
+void for_each_relu_dropout(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+                           const Tensor& bias, const ReluDropout& rd, F&& f) {
+  const Nchw d(x);
+  const T* xp = x.data_ptr<T>();
+  const ChannelAffine<T> aff = channel_affine<T>(mean, invstd, weight, bias);
+  const fn::Relu relu;
+  parallel_for(d.C, d.channel_grain(), [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const double alpha = aff.alpha(c), beta = aff.beta(c);
+      for (int64_t n = 0; n < d.N; ++n) {
+        const int64_t base = (n * d.C + c) * d.HW;
+        auto visit = [&](int64_t i, bool keep) {
+          f(base + i, relu.fwd(static_cast<T>(static_cast<double>(xp[base + i]) * alpha + beta), T(0)), keep);
+        };
+        if (rd.p == 0.0) {
+          for (int64_t i = 0; i < d.HW; ++i) visit(i, true);
+        } else {
+          for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p, visit);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <class T>
+void batch_norm_relu_dropout_forward_impl(const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                          const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
+                                          const Tensor& y) {
+  T* yp = y.data_ptr<T>();
+  const T scale = static_cast<T>(1.0 / (1.0 - rd.p));
+  const bool drop = rd.p != 0.0;
+  for_each_relu_dropout<T>(x, mean, invstd, weight, bias, rd, [&](int64_t i, T r, bool keep) {
+    yp[i] = drop ? r * (keep ? scale : T(0)) : r;
+  });
+}
+
+template <class T>
+void batch_norm_relu_dropout_grad_impl(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                       const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
+                                       const Tensor& g_bn) {
+  const T* gp = g.data_ptr<T>();
+  T* op = g_bn.data_ptr<T>();
+  const T scale = static_cast<T>(1.0 / (1.0 - rd.p));
+  const bool drop = rd.p != 0.0;
+  const fn::Relu relu;
+  for_each_relu_dropout<T>(x, mean, invstd, weight, bias, rd, [&](int64_t i, T r, bool keep) {
+    op[i] = relu.bwd(T(0), r, drop ? gp[i] * (keep ? scale : T(0)) : gp[i], T(0));
+  });
+}
+
+void batch_norm_relu_dropout_forward(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+                                     const Tensor& bias, const ReluDropout& rd, const Tensor& y) {
+  HMER_DISPATCH_FLOATING(x.dtype(), "batch_norm_relu_dropout", [&] {
+    batch_norm_relu_dropout_forward_impl<scalar_t>(x, mean, invstd, weight, bias, rd, y);
+  });
+}
+
+void batch_norm_relu_dropout_grad(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                  const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
+                                  const Tensor& g_bn) {
+  HMER_DISPATCH_FLOATING(x.dtype(), "batch_norm_relu_dropout_backward", [&] {
+    batch_norm_relu_dropout_grad_impl<scalar_t>(g, x, mean, invstd, weight, bias, rd, g_bn);
   });
 }
 

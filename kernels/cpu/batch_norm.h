@@ -32,4 +32,22 @@ void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& invst
 void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
                          const Tensor& weight, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb);
 
+// The fused y = dropout(relu(batch_norm(x))) of DenseNet's post-activation layers. `drop_p` 0 means
+// no dropout (eval, or a layer without it); otherwise element i is kept as dropout_apply decides for
+// the stream (seed, offset). Each value is computed as the three separate kernels compute it, so
+// the result is bit-identical to batch_norm_forward + relu + dropout_apply.
+struct ReluDropout {
+  double p = 0.0;
+  uint64_t seed = 0, offset = 0;
+};
+void batch_norm_relu_dropout_forward(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+                                     const Tensor& bias, const ReluDropout& rd, const Tensor& y);
+
+// The gradient reaching the batch norm's output: g·mask·scale where the recomputed normalised value is
+// positive, else 0 (relu's and dropout_apply's backward in one pass, masks regenerated from x and
+// the stream instead of stored). g, x, g_bn (N, C, H, W) contiguous.
+void batch_norm_relu_dropout_grad(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                  const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
+                                  const Tensor& g_bn);
+
 }  // namespace hmer::cpu

@@ -109,7 +109,7 @@ std::unique_ptr<T[]> make_buffer(int64_t n) {
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t K = s.col_rows(), L = s.col_cols();
-  const int64_t in_img = s.C * s.H * s.W, out_img = s.O * L;
+  const int64_t in_img = s.x_image_stride(), out_img = s.O * L;
   const bool pointwise = s.is_pointwise();
   // y[n] (O, L) = w (O, K) · col (K, L) [+ bias broadcast over L]
   auto gemm_image = [&](int64_t n, const T* cols) {
@@ -150,7 +150,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <class T>
 void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, T* gx, T* gw, T* gb) {
   const int64_t K = s.col_rows(), L = s.col_cols();
-  const int64_t in_img = s.C * s.H * s.W, out_img = s.O * L;
+  const int64_t in_img = s.x_image_stride(), gx_img = s.C * s.H * s.W, out_img = s.O * L;
   const bool pointwise = s.is_pointwise();
 
   if (gb != nullptr) {
@@ -174,7 +174,7 @@ void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, 
   auto image_backward = [&](int64_t n, T* col, T* gw_acc, bool first, bool split_channels) {
     const T* xn = x + n * in_img;
     const T* gyn = gy + n * out_img;
-    T* gxn = gx != nullptr ? gx + n * in_img : nullptr;
+    T* gxn = gx != nullptr ? gx + n * gx_img : nullptr;
     auto over_channels = [&](const auto& f) {
       if (split_channels) parallel_for(s.C, channel_grain(s), f);
       else f(int64_t{0}, s.C);

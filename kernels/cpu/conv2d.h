@@ -12,6 +12,12 @@ struct Conv2dShape {
   int64_t O, kh, kw;    // weight (O, C, kh, kw)
   int64_t OH, OW;       // output
   int64_t sh, sw, ph, pw, dh, dw;
+  // Elements from one image of x to the next; 0 means C*H*W (a contiguous batch). Larger when x is a
+  // leading channel slice of a wider buffer (DenseNet's in-place concatenation): each image is still
+  // one contiguous (C, H, W) block, so the kernels read it in place instead of copying it out.
+  int64_t x_batch_stride = 0;
+
+  int64_t x_image_stride() const { return x_batch_stride > 0 ? x_batch_stride : C * H * W; }
 
   int64_t col_rows() const { return C * kh * kw; }  // K of the GEMM
   int64_t col_cols() const { return OH * OW; }      // L of the GEMM
@@ -19,7 +25,7 @@ struct Conv2dShape {
   bool is_pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
 };
 
-// All buffers contiguous. x (N, C, H, W), w (O, C, kh, kw), bias (O) or null, y (N, O, OH, OW).
+// All buffers contiguous, except that x's images may lie x_image_stride() apart. x (N, C, H, W), w (O, C, kh, kw), bias (O) or null, y (N, O, OH, OW).
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
 
