@@ -111,6 +111,14 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, c
 Tensor batch_norm_relu_dropout(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                                const Tensor& running_var, const BatchNormOptions& options, double p,
                                bool dropout_training, Generator* generator = nullptr);
+// conv2d(batch_norm_relu_dropout(x, …), conv_weight, no bias, conv_options): DenseNet's bottleneck
+// middle (BN → ReLU → dropout → 3×3 conv), bit for bit, as one node that keeps only x and the
+// statistics. The activation between the two is recomputed in the backward instead of stored.
+Tensor batch_norm_relu_dropout_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                      const Tensor& running_mean, const Tensor& running_var,
+                                      const BatchNormOptions& options, double p, bool dropout_training,
+                                      Generator* generator, const Tensor& conv_weight,
+                                      const Conv2dOptions& conv_options);
 
 // ---- activations over a dim ---------------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -2,12 +2,13 @@
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/ops_detail.h"
 #include "core/profiler.h"
 #include "kernels/cpu/conv2d.h"
 
 namespace hmer {
 
-namespace {
+namespace detail {
 
 cpu::Conv2dShape conv2d_shape(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& o) {
   HMER_CHECK(x.defined() && w.defined(), "conv2d: undefined input or weight");
@@ -50,9 +51,6 @@ cpu::Conv2dShape conv2d_shape(const Tensor& x, const Tensor& w, const Tensor& bi
   return s;
 }
 
-// True when every image of x (N, C, H, W) is one contiguous (C, H, W) block, however far apart the
-// images are: a leading channel slice of a wider buffer (DenseNet's in-place concatenation). The
-// kernels then read x in place, and the graph keeps a view instead of a private copy.
 bool images_contiguous(const Tensor& x) {
   if (x.is_contiguous()) return true;
   const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
@@ -60,11 +58,11 @@ bool images_contiguous(const Tensor& x) {
          x.stride(0) >= C * H * W;
 }
 
-}  // namespace
+}  // namespace detail
 
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dOptions& options) {
-  cpu::Conv2dShape s = conv2d_shape(x_in, w_in, bias_in, options);
-  Tensor x = images_contiguous(x_in) ? x_in.detach() : x_in.detach().contiguous();
+  cpu::Conv2dShape s = detail::conv2d_shape(x_in, w_in, bias_in, options);
+  Tensor x = detail::images_contiguous(x_in) ? x_in.detach() : x_in.detach().contiguous();
   if (!x.is_contiguous() && s.N > 1) s.x_batch_stride = x.stride(0);
   Tensor w = w_in.detach().contiguous();
   Tensor b = bias_in.defined() ? bias_in.detach().contiguous() : Tensor();

@@ -3,6 +3,7 @@
 #include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/ops.h"
+#include "core/ops_detail.h"
 #include "core/rng.h"
 #include "kernels/cpu/batch_norm.h"
 
@@ -19,13 +20,10 @@ void check_channel_param(const char* op, const Tensor& t, const char* what, cons
              x.str());
 }
 
-// What the forward and the backward share: the contiguous input and affine, the float64 statistics.
-struct BatchNormPass {
-  Tensor x, w, b, mean, invstd;
-};
+}  // namespace
 
-// Validates, computes the statistics (batch or running) and, when training, updates the running
-// buffers in place. `op` names the caller in error messages.
+namespace detail {
+
 BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tensor& weight, const Tensor& bias,
                                  const Tensor& running_mean, const Tensor& running_var,
                                  const BatchNormOptions& options) {
@@ -82,11 +80,23 @@ BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tenso
   return {x, w, b, mean, invstd};
 }
 
-}  // namespace
+cpu::ReluDropout reserve_relu_dropout(double p, bool dropout_training, Generator* generator, int64_t numel) {
+  cpu::ReluDropout rd;
+  if (dropout_training && p > 0.0) {
+    // The same draw dropout() makes on the same tensor, so the stream stays where the unfused layers leave it.
+    Generator& gen = generator != nullptr ? *generator : default_generator();
+    rd.p = p;
+    rd.seed = gen.seed();
+    rd.offset = gen.reserve(static_cast<uint64_t>(numel));
+  }
+  return rd;
+}
+
+}  // namespace detail
 
 Tensor batch_norm2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                     const Tensor& running_var, const BatchNormOptions& options) {
-  const BatchNormPass bn = batch_norm_prepare("batch_norm2d", x_in, weight, bias, running_mean, running_var, options);
+  const detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm2d", x_in, weight, bias, running_mean, running_var, options);
   const Tensor &x = bn.x, &w = bn.w, &mean = bn.mean, &invstd = bn.invstd;
   const bool training = options.training;
   const int64_t C = x.size(1);
@@ -117,17 +127,10 @@ Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const T
   // p = 1 is torch's x·0 (NaN for non-finite x): rare enough to take the unfused path.
   if (dropout_training && p == 1.0)
     return dropout(relu(batch_norm2d(x_in, weight, bias, running_mean, running_var, options)), p, true, generator);
-  const BatchNormPass bn =
-      batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
+  const detail::BatchNormPass bn =
+      detail::batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
   const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
-  cpu::ReluDropout rd;
-  if (dropout_training && p > 0.0) {
-    // The same draw dropout() makes on the same tensor, so the stream stays where the unfused layers leave it.
-    Generator& gen = generator != nullptr ? *generator : default_generator();
-    rd.p = p;
-    rd.seed = gen.seed();
-    rd.offset = gen.reserve(static_cast<uint64_t>(x.numel()));
-  }
+  const cpu::ReluDropout rd = detail::reserve_relu_dropout(p, dropout_training, generator, x.numel());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
                        cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, rd, y), HMER_NO_CUDA);

@@ -23,13 +23,15 @@ Conv2d::Conv2d(const Conv2dLayerOptions& options, Generator* gen) : UnaryModule(
   reset_parameters(InitPreset::Torch, gen ? *gen : default_generator());
 }
 
-Tensor Conv2d::forward(const Tensor& x) {
+Conv2dOptions Conv2d::functional_options() const {
   Conv2dOptions o;
   o.stride = options_.stride();
   o.padding = options_.padding();
   o.dilation = options_.dilation();
-  return conv2d(x, weight_, bias_, o);
+  return o;
 }
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight_, bias_, functional_options()); }
 
 void Conv2d::reset_parameters(InitPreset preset, Generator& gen) {
   NoGradGuard no_grad;

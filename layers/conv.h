@@ -29,6 +29,7 @@ class Conv2d : public UnaryModule {
   std::string extra_repr() const override;
 
   const Conv2dLayerOptions& options() const { return options_; }
+  Conv2dOptions functional_options() const;  // stride, padding, dilation for conv2d()
   Tensor& weight() { return weight_; }  // (out, in, kh, kw)
   Tensor& bias() { return bias_; }      // (out), undefined without bias
 

@@ -81,6 +81,14 @@ Tensor BatchNorm2d::forward_relu_dropout(const Tensor& x, double p, bool dropout
   return batch_norm_relu_dropout(x, weight_, bias_, running_mean_, running_var_, o, p, dropout_training, gen);
 }
 
+Tensor BatchNorm2d::forward_relu_dropout_conv(const Tensor& x, double p, bool dropout_training, Generator* gen,
+                                              Conv2d& conv) {
+  HMER_CHECK(!conv.bias().defined(), "BatchNorm2d::forward_relu_dropout_conv: the conv must be bias-free");
+  const BatchNormOptions o = begin_forward(x);
+  return batch_norm_relu_dropout_conv2d(x, weight_, bias_, running_mean_, running_var_, o, p, dropout_training, gen,
+                                        conv.weight(), conv.functional_options());
+}
+
 std::string BatchNorm2d::extra_repr() const {
   std::ostringstream os;
   os << options_.num_features() << ", eps=" << options_.eps() << ", momentum=";

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "core/ops.h"
+#include "layers/conv.h"
 #include "layers/module.h"
 
 namespace hmer {
@@ -35,6 +36,9 @@ class BatchNorm2d : public UnaryModule {
   // dropout(relu(forward(x)), p, dropout_training, gen) as one fused op (batch_norm_relu_dropout):
   // the same numbers and bookkeeping, a quarter of the saved activations.
   Tensor forward_relu_dropout(const Tensor& x, double p, bool dropout_training, Generator* gen);
+  // conv.forward(forward_relu_dropout(x, …)) as one node (batch_norm_relu_dropout_conv2d) that
+  // recomputes the activation in the backward; conv must be bias-free.
+  Tensor forward_relu_dropout_conv(const Tensor& x, double p, bool dropout_training, Generator* gen, Conv2d& conv);
   void reset_parameters(InitPreset preset, Generator& gen) override;
   void reset_running_stats();
   std::string extra_repr() const override;

@@ -6,12 +6,20 @@ namespace hmer::models {
 
 namespace {
 
-// The fused op where the layer's BN, ReLU and dropout meet: BatchNorm2d keeps its bookkeeping
-// (num_batches_tracked, momentum) and the dropout its probability and generator.
+// What the fused ops need of a layer's dropout (none: p 0): its probability, mode and generator.
+struct DropoutArgs {
+  double p = 0.0;
+  bool training = false;
+  Generator* gen = nullptr;
+};
+DropoutArgs dropout_args(const Dropout* d) {
+  return d == nullptr ? DropoutArgs{} : DropoutArgs{d->p(), d->is_training(), d->generator()};
+}
+
+// BatchNorm2d keeps its bookkeeping (num_batches_tracked, momentum) in the fused forms.
 Tensor fused_bn_relu_dropout(BatchNorm2d& bn, const Tensor& x, const Dropout* dropout) {
-  return bn.forward_relu_dropout(x, dropout != nullptr ? dropout->p() : 0.0,
-                                 dropout != nullptr && dropout->is_training(),
-                                 dropout != nullptr ? dropout->generator() : nullptr);
+  const DropoutArgs a = dropout_args(dropout);
+  return bn.forward_relu_dropout(x, a.p, a.training, a.gen);
 }
 
 }  // namespace
@@ -36,6 +44,13 @@ Tensor Bottleneck::bn_relu_dropout(BatchNorm2d& bn, const Tensor& x) {
 }
 
 Tensor Bottleneck::new_features(const Tensor& x) {
+  if (memory_efficient_) {
+    // The 4·growth-channel activation between conv1 and conv2 is the widest tensor of the layer:
+    // recomputed in the backward rather than kept.
+    const DropoutArgs a = dropout_args(use_dropout_ ? dropout_.get() : nullptr);
+    Tensor mid = bn1_->forward_relu_dropout_conv(conv1_->forward(x), a.p, a.training, a.gen, *conv2_);
+    return bn_relu_dropout(*bn2_, mid);
+  }
   Tensor out = bn_relu_dropout(*bn1_, conv1_->forward(x));
   return bn_relu_dropout(*bn2_, conv2_->forward(out));
 }

@@ -376,6 +376,50 @@ TEST(BatchNormReluDropoutGradcheck, TrainAndEvalWithAFixedMask) {
       {leaf({2, 2, 3, 4}, 46), leaf({2}, 47, 0.5, 1.5), leaf({2}, 48)}));
 }
 
+// The bottleneck's BN → ReLU → dropout → 3×3 conv as one node that recomputes the activation:
+// the same output, the same gradients for all four inputs, the same stream position.
+TEST(BatchNormReluDropoutConv2d, BitIdenticalToTheTwoOps) {
+  for (const bool training : {true, false}) {
+    for (const bool only_conv_weight : {false, true}) {
+      const std::string tag = std::string(training ? "train" : "eval") + (only_conv_weight ? " conv-weight-only" : "");
+      const Tensor x0 = rand_tensor({3, 8, 5, 7}, 51, -2, 3, DType::Float32);
+      const Tensor w0 = rand_tensor({8}, 52, 0.5, 1.5, DType::Float32), b0 = rand_tensor({8}, 53, -0.5, 0.5, DType::Float32);
+      const Tensor cw0 = rand_tensor({4, 8, 3, 3}, 54, -0.3, 0.3, DType::Float32);
+      const Tensor g = rand_tensor({3, 4, 5, 7}, 55, -1, 1, DType::Float32);
+      const Conv2dOptions co{{1, 1}, {1, 1}, {1, 1}};
+      auto run = [&](bool fused, Tensor& rm, Tensor& rv, Generator& gen) {
+        Tensor x = x0.detach().clone(), w = w0.detach().clone(), b = b0.detach().clone(), cw = cw0.detach().clone();
+        for (Tensor* t : {&x, &w, &b, &cw})
+          if (!only_conv_weight || t == &cw) t->set_requires_grad(true);
+        const BatchNormOptions o = bn_opts(training);
+        Tensor y = fused ? batch_norm_relu_dropout_conv2d(x, w, b, rm, rv, o, 0.25, training, &gen, cw, co)
+                         : conv2d(batch_norm_relu_dropout(x, w, b, rm, rv, o, 0.25, training, &gen), cw, Tensor(), co);
+        y.backward(g);
+        return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad(), cw.grad()};
+      };
+      Tensor rm_a = rand_tensor({8}, 56, -0.5, 0.5, DType::Float32), rv_a = rand_tensor({8}, 57, 0.5, 1.5, DType::Float32);
+      Tensor rm_b = rm_a.detach().clone(), rv_b = rv_a.detach().clone();
+      Generator gen_a(9), gen_b(9);
+      const std::vector<Tensor> a = run(false, rm_a, rv_a, gen_a), b = run(true, rm_b, rv_b, gen_b);
+      const char* names[] = {"y", "grad_x", "grad_w", "grad_b", "grad_conv_w"};
+      for (int i = 0; i < 5; ++i) {
+        ASSERT_EQ(a[i].defined(), b[i].defined()) << tag << " " << names[i];
+        if (a[i].defined()) EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
+      }
+      EXPECT_EQ(only_conv_weight, !a[1].defined()) << tag;
+      EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));
+      EXPECT_EQ(gen_b.offset(), gen_a.offset()) << tag;
+    }
+  }
+  EXPECT_TRUE(gradcheck(
+      [](In in) {
+        Generator g(5);
+        return batch_norm_relu_dropout_conv2d(in[0], in[1], in[2], Tensor(), Tensor(), bn_opts(true), 0.3, true, &g,
+                                              in[3], Conv2dOptions{{1, 1}, {1, 1}, {1, 1}});
+      },
+      {leaf({2, 3, 4, 5}, 58, -2.0, 3.0), leaf({3}, 59, 0.5, 1.5), leaf({3}, 60), leaf({2, 3, 3, 3}, 61)}));
+}
+
 TEST(BatchNormReluDropout, ValidatesLikeBatchNormAndDropout) {
   const Tensor x = Tensor::zeros({2, 3, 4, 4});
   expect_error([&] { batch_norm_relu_dropout(x, Tensor::ones({4}), Tensor(), Tensor(), Tensor(), bn_opts(true), 0.2, true); },

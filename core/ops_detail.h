@@ -1,0 +1,35 @@
+#pragma once
+// Shared by the op files (core/ops_*.cpp), not public API: the pieces the fused ops compose
+// (core/ops_dense.cpp uses the batch-norm pass and the checked conv2d shape together).
+#include "core/ops.h"
+#include "kernels/cpu/batch_norm.h"
+#include "kernels/cpu/conv2d.h"
+
+namespace hmer::detail {
+
+// Validated conv2d geometry for x (N, C, H, W), w (O, C, kh, kw) and optional bias (O).
+cpu::Conv2dShape conv2d_shape(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& o);
+
+// True when every image of x (N, C, H, W) is one contiguous (C, H, W) block, however far apart the
+// images are: a leading channel slice of a wider buffer (DenseNet's in-place concatenation). The
+// kernels then read x in place, and the graph keeps a view instead of a private copy.
+bool images_contiguous(const Tensor& x);
+
+// What a batch norm's forward and backward share: the contiguous input and affine, the float64
+// statistics (batch or running).
+struct BatchNormPass {
+  Tensor x, w, b, mean, invstd;
+};
+
+// Validates, computes the statistics and, when training, updates the running buffers in place.
+// `op` names the caller in error messages.
+BatchNormPass batch_norm_prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                 const Tensor& running_mean, const Tensor& running_var,
+                                 const BatchNormOptions& options);
+
+// The dropout part of a fused batch_norm_relu_dropout over `numel` elements: draws from the
+// generator (default_generator() when null) exactly what dropout() would, or nothing (p = 0 or
+// not training). p must be in [0, 1).
+cpu::ReluDropout reserve_relu_dropout(double p, bool dropout_training, Generator* generator, int64_t numel);
+
+}  // namespace hmer::detail
