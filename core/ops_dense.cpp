@@ -24,10 +24,17 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
   const detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm_relu_dropout_conv2d", x_in, weight, bias,
                                                               running_mean, running_var, options);
   const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
-  const cpu::ReluDropout rd = detail::reserve_relu_dropout(p, dropout_training, generator, x.numel());
+  const bool need_x = x_in.requires_grad();
+  const bool need_w = weight.defined() && weight.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
+  const bool need_act = need_x || need_w || need_b;
+  const bool need_cw = conv_weight_in.requires_grad();
+  const bool backward = GradMode::is_enabled() && (need_act || need_cw);
+  const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, x, backward);
   Tensor act = Tensor::empty(x.shape(), x.dtype(), x.device());  // (N, C, H, W), dropped after the conv
   HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
-                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, rd, act), HMER_NO_CUDA);
+                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.recording(), act),
+                       HMER_NO_CUDA);
   const cpu::Conv2dShape s = detail::conv2d_shape(act, conv_weight_in, Tensor(), conv_options);
   const Tensor cw = conv_weight_in.detach().contiguous();
   Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype(), x.device());
@@ -37,11 +44,6 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
 
   const bool training = options.training;
   const int64_t C = x.size(1);
-  const bool need_x = x_in.requires_grad();
-  const bool need_w = weight.defined() && weight.requires_grad();
-  const bool need_b = bias.defined() && bias.requires_grad();
-  const bool need_act = need_x || need_w || need_b;
-  const bool need_cw = conv_weight_in.requires_grad();
   return record_fn(
       y, training ? "BatchNormReluDropoutConv2dBackward" : "BatchNormReluDropoutConv2dEvalBackward",
       {x_in, weight, bias, conv_weight_in}, [=](const Tensor& g_in) {
@@ -49,7 +51,8 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
         // The activation again, bit for bit what the forward fed the conv.
         Tensor act = Tensor::empty(x.shape(), x.dtype(), x.device());
         HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
-                             cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, rd, act), HMER_NO_CUDA);
+                             cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.replaying(), act),
+                             HMER_NO_CUDA);
         Tensor g_act = need_act ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
         Tensor g_cw = need_cw ? Tensor::empty(cw.shape(), x.dtype(), x.device()) : Tensor();
         HMER_DISPATCH_DEVICE("conv2d", g.device(),
@@ -59,7 +62,8 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
         if (!need_act) return std::vector<Tensor>{Tensor(), Tensor(), Tensor(), g_cw};
         Tensor g_bn = Tensor::empty(x.shape(), x.dtype(), x.device());
         HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                             cpu::batch_norm_relu_dropout_grad(g_act, x, mean, invstd, w, b, rd, g_bn), HMER_NO_CUDA);
+                             cpu::batch_norm_relu_dropout_grad(g_act, x, mean, invstd, w, b, plan.replaying(), g_bn),
+                             HMER_NO_CUDA);
         g_act = Tensor();
         Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
         Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();

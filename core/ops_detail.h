@@ -27,9 +27,17 @@ BatchNormPass batch_norm_prepare(const char* op, const Tensor& x, const Tensor& 
                                  const Tensor& running_mean, const Tensor& running_var,
                                  const BatchNormOptions& options);
 
-// The dropout part of a fused batch_norm_relu_dropout over `numel` elements: draws from the
-// generator (default_generator() when null) exactly what dropout() would, or nothing (p = 0 or
-// not training). p must be in [0, 1).
-cpu::ReluDropout reserve_relu_dropout(double p, bool dropout_training, Generator* generator, int64_t numel);
+// The dropout part of a fused batch_norm_relu_dropout over x (N, C, H, W): draws from the generator
+// (default_generator() when null) exactly what dropout() would, or nothing (p = 0 or not training).
+// With `for_backward`, a one-bit-per-element keep mask is recorded by the forward and replayed by
+// the backward passes, so the Philox stream runs once per element instead of once per pass.
+struct ReluDropoutPlan {
+  cpu::ReluDropout rd;
+  Tensor keep_bits;  // int64 words, (N·C·row_words); undefined without dropout or backward
+  cpu::ReluDropout recording() const;
+  cpu::ReluDropout replaying() const;
+};
+ReluDropoutPlan plan_relu_dropout(double p, bool dropout_training, Generator* generator, const Tensor& x,
+                                  bool for_backward);
 
 }  // namespace hmer::detail

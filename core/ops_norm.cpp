@@ -80,16 +80,33 @@ BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tenso
   return {x, w, b, mean, invstd};
 }
 
-cpu::ReluDropout reserve_relu_dropout(double p, bool dropout_training, Generator* generator, int64_t numel) {
-  cpu::ReluDropout rd;
+ReluDropoutPlan plan_relu_dropout(double p, bool dropout_training, Generator* generator, const Tensor& x,
+                                  bool for_backward) {
+  ReluDropoutPlan plan;
   if (dropout_training && p > 0.0) {
     // The same draw dropout() makes on the same tensor, so the stream stays where the unfused layers leave it.
     Generator& gen = generator != nullptr ? *generator : default_generator();
-    rd.p = p;
-    rd.seed = gen.seed();
-    rd.offset = gen.reserve(static_cast<uint64_t>(numel));
+    plan.rd.p = p;
+    plan.rd.seed = gen.seed();
+    plan.rd.offset = gen.reserve(static_cast<uint64_t>(x.numel()));
+    if (for_backward) {
+      plan.rd.row_words = cpu::keep_mask_row_words(x.size(2) * x.size(3));
+      plan.keep_bits = Tensor::empty({x.size(0) * x.size(1) * plan.rd.row_words}, DType::Int64, x.device());
+    }
   }
-  return rd;
+  return plan;
+}
+
+cpu::ReluDropout ReluDropoutPlan::recording() const {
+  cpu::ReluDropout r = rd;
+  if (keep_bits.defined()) r.record = reinterpret_cast<uint64_t*>(keep_bits.data_ptr<int64_t>());
+  return r;
+}
+
+cpu::ReluDropout ReluDropoutPlan::replaying() const {
+  cpu::ReluDropout r = rd;
+  if (keep_bits.defined()) r.replay = reinterpret_cast<const uint64_t*>(keep_bits.data_ptr<int64_t>());
+  return r;
 }
 
 }  // namespace detail
@@ -130,24 +147,26 @@ Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const T
   const detail::BatchNormPass bn =
       detail::batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
   const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
-  const cpu::ReluDropout rd = detail::reserve_relu_dropout(p, dropout_training, generator, x.numel());
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
-                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, rd, y), HMER_NO_CUDA);
-
   const bool training = options.training;
   const int64_t C = x.size(1);
   const bool need_x = x_in.requires_grad();
   const bool need_w = weight.defined() && weight.requires_grad();
   const bool need_b = bias.defined() && bias.requires_grad();
-  // Saves x and the statistics only: relu's sign and the dropout mask are recomputed, where the
-  // unfused chain keeps the normalised tensor, the activation and the dropout output alive.
+  const bool backward = GradMode::is_enabled() && (need_x || need_w || need_b);
+  const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, x, backward);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
+                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.recording(), y),
+                       HMER_NO_CUDA);
+
+  // Saves x, the statistics and the keep bits only: relu's sign is recomputed, where the unfused
+  // chain keeps the normalised tensor, the activation and the dropout output alive.
   return record_fn(y, training ? "BatchNormReluDropoutBackward" : "BatchNormReluDropoutEvalBackward",
                    {x_in, weight, bias}, [=](const Tensor& g_in) {
                      Tensor g = g_in.contiguous();
                      Tensor g_bn = Tensor::empty(x.shape(), x.dtype(), x.device());
                      HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                                          cpu::batch_norm_relu_dropout_grad(g, x, mean, invstd, w, b, rd, g_bn),
+                                          cpu::batch_norm_relu_dropout_grad(g, x, mean, invstd, w, b, plan.replaying(), g_bn),
                                           HMER_NO_CUDA);
                      Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
                      Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();

@@ -350,6 +350,17 @@ TEST(BatchNormReluDropout, BitIdenticalToBatchNormReluDropout) {
             EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));
             EXPECT_TRUE(bitwise_equal(rv_b, rv_a, tag + " running_var"));
             EXPECT_EQ(gen_b.offset(), gen_a.offset()) << tag;
+            {
+              // Without a graph the forward draws the mask without recording it: still the same numbers.
+              NoGradGuard ng;
+              Generator gen_c(31), gen_d(31);
+              const BatchNormOptions o = bn_opts(training, flavor == BatchNormFlavor::Torch ? 0.1 : 0.9, flavor);
+              Tensor rm_c = rm_a.detach().clone(), rv_c = rv_a.detach().clone();
+              Tensor rm_d = rm_a.detach().clone(), rv_d = rv_a.detach().clone();
+              EXPECT_TRUE(bitwise_equal(batch_norm_relu_dropout(x0, w0, b0, rm_d, rv_d, o, p, dropout_training, &gen_d),
+                                        dropout(relu(batch_norm2d(x0, w0, b0, rm_c, rv_c, o)), p, dropout_training, &gen_c),
+                                        tag + " no-grad y"));
+            }
             if (p > 0 && dropout_training) {
               // The mask did drop something, or the comparison proves nothing about it.
               const std::vector<Tensor> a0 = run(false, rm_a, rv_a, gen_a);

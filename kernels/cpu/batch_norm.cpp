@@ -243,8 +243,19 @@ void for_each_relu_dropout(const Tensor& x, const Tensor& mean, const Tensor& in
         auto visit = [&](int64_t i, bool keep) {
           f(base + i, relu.fwd(static_cast<T>(static_cast<double>(xp[base + i]) * alpha + beta), T(0)), keep);
         };
+        const int64_t row = n * d.C + c;
         if (rd.p == 0.0) {
           for (int64_t i = 0; i < d.HW; ++i) visit(i, true);
+        } else if (rd.replay != nullptr) {
+          const uint64_t* bits = rd.replay + row * rd.row_words;
+          for (int64_t i = 0; i < d.HW; ++i) visit(i, ((bits[i >> 6] >> (i & 63)) & 1u) != 0);
+        } else if (rd.record != nullptr) {
+          uint64_t* bits = rd.record + row * rd.row_words;
+          std::fill(bits, bits + rd.row_words, uint64_t{0});
+          for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p, [&](int64_t i, bool keep) {
+            if (keep) bits[i >> 6] |= uint64_t{1} << (i & 63);
+            visit(i, keep);
+          });
         } else {
           for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p, visit);
         }

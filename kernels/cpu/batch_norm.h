@@ -2,6 +2,8 @@
 // CPU batch normalisation over (N, C, H, W): per-channel statistics, the normalising forward, the
 // running-statistics update and the backward. Statistics are float64 tensors of shape (C) whatever
 // the input dtype, so float32 training accumulates like torch's CPU kernel (acc_type<float> = double).
+#include <cstdint>
+
 #include "core/tensor.h"
 
 namespace hmer::cpu {
@@ -32,20 +34,28 @@ void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& invst
 void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
                          const Tensor& weight, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb);
 
-// The fused y = dropout(relu(batch_norm(x))) of DenseNet's post-activation layers. `drop_p` 0 means
+// The fused y = dropout(relu(batch_norm(x))) of DenseNet's post-activation layers. `p` 0 means
 // no dropout (eval, or a layer without it); otherwise element i is kept as dropout_apply decides for
 // the stream (seed, offset). Each value is computed as the three separate kernels compute it, so
 // the result is bit-identical to batch_norm_forward + relu + dropout_apply.
 struct ReluDropout {
   double p = 0.0;
   uint64_t seed = 0, offset = 0;
+  // Optional packed keep mask, one bit per element, each (n, c) row starting on its own 64-bit word
+  // (row_words of them) so threads never share a word: the forward records the Philox decisions in
+  // `record`, and later passes read them from `replay` instead of running the generator again.
+  uint64_t* record = nullptr;
+  const uint64_t* replay = nullptr;
+  int64_t row_words = 0;
 };
+// Words per (n, c) row of a keep mask for x (N, C, H, W): ceil(H·W / 64).
+inline int64_t keep_mask_row_words(int64_t hw) { return (hw + 63) / 64; }
 void batch_norm_relu_dropout_forward(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
                                      const Tensor& bias, const ReluDropout& rd, const Tensor& y);
 
 // The gradient reaching the batch norm's output: g·mask·scale where the recomputed normalised value is
-// positive, else 0 (relu's and dropout_apply's backward in one pass, masks regenerated from x and
-// the stream instead of stored). g, x, g_bn (N, C, H, W) contiguous.
+// positive, else 0 (relu's and dropout_apply's backward in one pass; the ReLU sign recomputed from
+// x, the dropout mask replayed from rd's bits or regenerated from the stream). g, x, g_bn (N, C, H, W) contiguous.
 void batch_norm_relu_dropout_grad(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
                                   const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
                                   const Tensor& g_bn);
