@@ -72,7 +72,10 @@ struct Conv2dOptions {
   Pair padding{0, 0};
   Pair dilation{1, 1};
 };
-// x (N, C, H, W), weight (O, C, kh, kw), bias (O) optional -> (N, O, OH, OW)
+// x (N, C, H, W), weight (O, C, kh, kw), bias (O) optional -> (N, O, OH, OW). An x whose images are
+// each one contiguous block (a leading or inner channel slice of a wider tensor, e.g. ChannelConcat's
+// results) is read and saved for the backward as a view, not copied: as for any saved tensor, writing
+// into those elements before the backward would change grad_weight (ChannelConcat never does).
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {});
 
@@ -105,15 +108,17 @@ struct BatchNormOptions {
 Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                     const Tensor& running_var, const BatchNormOptions& options);
 // dropout(relu(batch_norm2d(x, …)), p, dropout_training, generator) in one pass, bit for bit: the
-// same values, gradients, running-statistics update and generator draw. Its backward keeps only x
-// and the statistics (the activation and the mask are recomputed), one (N, C, H, W) tensor where
-// the three separate ops keep four.
+// same values, gradients, running-statistics update and generator draw. Its backward keeps x, the
+// statistics, copies of weight and bias, and the dropout mask as bits (the ReLU sign is recomputed):
+// one (N, C, H, W) float tensor where the separate ops keep three (the BN input, the ReLU's input
+// and output; dropout regenerates its mask).
 Tensor batch_norm_relu_dropout(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                                const Tensor& running_var, const BatchNormOptions& options, double p,
                                bool dropout_training, Generator* generator = nullptr);
 // conv2d(batch_norm_relu_dropout(x, …), conv_weight, no bias, conv_options): DenseNet's bottleneck
-// middle (BN → ReLU → dropout → 3×3 conv), bit for bit, as one node that keeps only x and the
-// statistics. The activation between the two is recomputed in the backward instead of stored.
+// middle (BN → ReLU → dropout → 3×3 conv), bit for bit, as one node that keeps what
+// batch_norm_relu_dropout keeps and the conv weight. The activation between the two, which the
+// separate ops would keep for the conv's grad_weight, is recomputed in the backward instead.
 Tensor batch_norm_relu_dropout_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                       const Tensor& running_mean, const Tensor& running_var,
                                       const BatchNormOptions& options, double p, bool dropout_training,
@@ -151,8 +156,8 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
 class ChannelConcat {
  public:
   ChannelConcat(const Tensor& first, int64_t capacity);  // first (N, C0, H, W), C0 <= capacity
-  const Tensor& append(const Tensor& part);              // part (N, g, H, W) -> (N, C + g, H, W)
-  const Tensor& result() const { return result_; }
+  Tensor append(const Tensor& part);                     // part (N, g, H, W) -> (N, C + g, H, W)
+  Tensor result() const { return result_; }
   int64_t channels() const { return filled_; }
   int64_t capacity() const { return buffer_.size(1); }
 

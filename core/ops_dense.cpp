@@ -23,7 +23,10 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
   }
   const detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm_relu_dropout_conv2d", x_in, weight, bias,
                                                               running_mean, running_var, options);
-  const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
+  const Tensor &x = bn.x, &mean = bn.mean, &invstd = bn.invstd;
+  // The backward recomputes the activation from weight and bias: copies (C values each), so an
+  // in-place parameter update before the backward cannot change the recomputed masks.
+  const Tensor w = bn.w.defined() ? bn.w.clone() : Tensor(), b = bn.b.defined() ? bn.b.clone() : Tensor();
   const bool need_x = x_in.requires_grad();
   const bool need_w = weight.defined() && weight.requires_grad();
   const bool need_b = bias.defined() && bias.requires_grad();
@@ -48,11 +51,14 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
       y, training ? "BatchNormReluDropoutConv2dBackward" : "BatchNormReluDropoutConv2dEvalBackward",
       {x_in, weight, bias, conv_weight_in}, [=](const Tensor& g_in) {
         Tensor g = g_in.contiguous();  // (N, O, OH, OW)
-        // The activation again, bit for bit what the forward fed the conv.
-        Tensor act = Tensor::empty(x.shape(), x.dtype(), x.device());
-        HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
-                             cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.replaying(), act),
-                             HMER_NO_CUDA);
+        // The activation again, bit for bit what the forward fed the conv (grad_weight reads it).
+        Tensor act;
+        if (need_cw) {
+          act = Tensor::empty(x.shape(), x.dtype(), x.device());
+          HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
+                               cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.replaying(), act),
+                               HMER_NO_CUDA);
+        }
         Tensor g_act = need_act ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
         Tensor g_cw = need_cw ? Tensor::empty(cw.shape(), x.dtype(), x.device()) : Tensor();
         HMER_DISPATCH_DEVICE("conv2d", g.device(),
@@ -60,7 +66,8 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
                              HMER_NO_CUDA);
         act = Tensor();
         if (!need_act) return std::vector<Tensor>{Tensor(), Tensor(), Tensor(), g_cw};
-        Tensor g_bn = Tensor::empty(x.shape(), x.dtype(), x.device());
+        // In place: g_act is this node's own buffer, and each element is read before it is written.
+        Tensor g_bn = g_act;
         HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
                              cpu::batch_norm_relu_dropout_grad(g_act, x, mean, invstd, w, b, plan.replaying(), g_bn),
                              HMER_NO_CUDA);

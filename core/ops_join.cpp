@@ -76,7 +76,7 @@ ChannelConcat::ChannelConcat(const Tensor& first, int64_t capacity) {
   result_ = record_fn(result_, "CatBackward", {first}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
-const Tensor& ChannelConcat::append(const Tensor& part) {
+Tensor ChannelConcat::append(const Tensor& part) {
   check_channel_part("the appended tensor", part);
   HMER_CHECK(part.size(0) == buffer_.size(0) && part.size(2) == buffer_.size(2) && part.size(3) == buffer_.size(3),
              "ChannelConcat: appended tensor ", shape_str(part.shape()), " does not match the buffer ",

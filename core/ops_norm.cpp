@@ -146,7 +146,10 @@ Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const T
     return dropout(relu(batch_norm2d(x_in, weight, bias, running_mean, running_var, options)), p, true, generator);
   const detail::BatchNormPass bn =
       detail::batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
-  const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
+  const Tensor &x = bn.x, &mean = bn.mean, &invstd = bn.invstd;
+  // The backward recomputes the activation from weight and bias: copies (C values each), so an
+  // in-place parameter update before the backward cannot change the recomputed masks.
+  const Tensor w = bn.w.defined() ? bn.w.clone() : Tensor(), b = bn.b.defined() ? bn.b.clone() : Tensor();
   const bool training = options.training;
   const int64_t C = x.size(1);
   const bool need_x = x_in.requires_grad();

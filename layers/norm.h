@@ -34,7 +34,7 @@ class BatchNorm2d : public UnaryModule {
   // Eval: running statistics (or batch statistics when track_running_stats is off).
   Tensor forward(const Tensor& x) override;  // (N, C, H, W)
   // dropout(relu(forward(x)), p, dropout_training, gen) as one fused op (batch_norm_relu_dropout):
-  // the same numbers and bookkeeping, a quarter of the saved activations.
+  // the same numbers and bookkeeping, one saved activation instead of three.
   Tensor forward_relu_dropout(const Tensor& x, double p, bool dropout_training, Generator* gen);
   // conv.forward(forward_relu_dropout(x, …)) as one node (batch_norm_relu_dropout_conv2d) that
   // recomputes the activation in the backward; conv must be bias-free.

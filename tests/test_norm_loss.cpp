@@ -316,62 +316,155 @@ TEST(RegressionLoss, SmoothL1Pieces) {
 
 // ---- batch_norm_relu_dropout ------------------------------------------------------------------------
 
-// The fused op must be the three ops, bit for bit: output, gradients of x, weight and bias, the
-// running statistics and where the generator's stream is left. H·W = 21 makes rows start in the
-// middle of Philox blocks.
+// One comparison of a fused op against the separate ops it replaces: output, the gradient of every
+// input that requires one, the running statistics and where the generator's stream is left must all
+// be bit-identical. H·W = 21 makes rows start in the middle of Philox blocks.
+struct FusedCase {
+  DType dtype = DType::Float32;
+  bool training = true;           // batch statistics
+  bool dropout_training = true;
+  double p = 0.35;
+  BatchNormFlavor flavor = BatchNormFlavor::Torch;
+  bool affine = true;
+  bool grad_x = true, grad_affine = true, grad_conv = true;
+  bool with_conv = false;         // batch_norm_relu_dropout_conv2d instead of batch_norm_relu_dropout
+  std::string tag() const {
+    std::string t = std::string(dtype_name(dtype)) + (training ? " train" : " eval") +
+                    (flavor == BatchNormFlavor::Torch ? " torch" : " paddle") + " p=" + std::to_string(p) +
+                    (dropout_training ? " drop-train" : " drop-eval");
+    if (!affine) t += " no-affine";
+    if (!grad_x) t += " x-const";
+    if (!grad_affine) t += " affine-const";
+    if (with_conv) t += grad_conv ? " +conv" : " +conv(const)";
+    return t;
+  }
+};
+
+void expect_fused_matches_separate(const FusedCase& fc) {
+  const std::string tag = fc.tag();
+  const DType dt = fc.dtype;
+  const Tensor x0 = rand_tensor({3, 5, 3, 7}, 21, -2, 3, dt), w0 = rand_tensor({5}, 22, 0.5, 1.5, dt),
+               b0 = rand_tensor({5}, 23, -0.5, 0.5, dt), cw0 = rand_tensor({4, 5, 3, 3}, 27, -0.3, 0.3, dt);
+  const Tensor g = rand_tensor({3, fc.with_conv ? 4 : 5, 3, 7}, 24, -1, 1, dt);
+  const Conv2dOptions co{{1, 1}, {1, 1}, {1, 1}};
+  const BatchNormOptions o = bn_opts(fc.training, fc.flavor == BatchNormFlavor::Torch ? 0.1 : 0.9, fc.flavor);
+  auto run = [&](bool fused, Tensor& rm, Tensor& rv, Generator& gen) {
+    Tensor x = x0.detach().clone(), cw = cw0.detach().clone();
+    Tensor w = fc.affine ? w0.detach().clone() : Tensor(), b = fc.affine ? b0.detach().clone() : Tensor();
+    if (fc.grad_x) x.set_requires_grad(true);
+    if (fc.affine && fc.grad_affine) w.set_requires_grad(true), b.set_requires_grad(true);
+    if (fc.grad_conv) cw.set_requires_grad(true);
+    Tensor y;
+    if (fused) {
+      y = fc.with_conv ? batch_norm_relu_dropout_conv2d(x, w, b, rm, rv, o, fc.p, fc.dropout_training, &gen, cw, co)
+                       : batch_norm_relu_dropout(x, w, b, rm, rv, o, fc.p, fc.dropout_training, &gen);
+    } else {
+      y = dropout(relu(batch_norm2d(x, w, b, rm, rv, o)), fc.p, fc.dropout_training, &gen);
+      if (fc.with_conv) y = conv2d(y, cw, Tensor(), co);
+    }
+    if (y.requires_grad()) y.backward(g);
+    auto grad = [](const Tensor& t) { return t.defined() ? t.grad() : Tensor(); };
+    return std::vector<Tensor>{y.detach(), grad(x), grad(w), grad(b), fc.with_conv ? grad(cw) : Tensor()};
+  };
+  Tensor rm_a = rand_tensor({5}, 25, -0.5, 0.5, dt), rv_a = rand_tensor({5}, 26, 0.5, 1.5, dt);
+  Tensor rm_b = rm_a.detach().clone(), rv_b = rv_a.detach().clone();
+  Generator gen_a(31), gen_b(31);
+  gen_a.reserve(8);
+  gen_b.reserve(8);
+  const std::vector<Tensor> a = run(false, rm_a, rv_a, gen_a), b = run(true, rm_b, rv_b, gen_b);
+  const char* names[] = {"y", "grad_x", "grad_w", "grad_b", "grad_conv_w"};
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(b[i].defined(), a[i].defined()) << tag << " " << names[i];
+    if (a[i].defined()) EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
+  }
+  EXPECT_EQ(a[1].defined(), fc.grad_x) << tag;
+  EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));
+  EXPECT_TRUE(bitwise_equal(rv_b, rv_a, tag + " running_var"));
+  EXPECT_EQ(gen_b.offset(), gen_a.offset()) << tag;
+  {
+    // Without a graph the forward draws the mask without recording it: still the same numbers.
+    NoGradGuard ng;
+    Generator gen_c(31), gen_d(31);
+    Tensor rm_c = rm_a.detach().clone(), rv_c = rv_a.detach().clone();
+    Tensor rm_d = rm_a.detach().clone(), rv_d = rv_a.detach().clone();
+    Tensor w = fc.affine ? w0 : Tensor(), b = fc.affine ? b0 : Tensor();
+    Tensor ref_y = dropout(relu(batch_norm2d(x0, w, b, rm_c, rv_c, o)), fc.p, fc.dropout_training, &gen_c);
+    if (fc.with_conv) ref_y = conv2d(ref_y, cw0, Tensor(), co);
+    const Tensor y = fc.with_conv
+                         ? batch_norm_relu_dropout_conv2d(x0, w, b, rm_d, rv_d, o, fc.p, fc.dropout_training, &gen_d,
+                                                          cw0, co)
+                         : batch_norm_relu_dropout(x0, w, b, rm_d, rv_d, o, fc.p, fc.dropout_training, &gen_d);
+    EXPECT_TRUE(bitwise_equal(y, ref_y, tag + " no-grad y"));
+  }
+  if (fc.p > 0 && fc.p < 1 && fc.dropout_training) {
+    // The mask did drop something, or the comparison proves nothing about it.
+    const std::vector<Tensor> a0 = run(false, rm_a, rv_a, gen_a);
+    EXPECT_NE(a0[0].to(DType::Float64).to_vector<double>(), a[0].to(DType::Float64).to_vector<double>())
+        << tag << ": a fresh draw gave the same mask";
+  }
+}
+
 TEST(BatchNormReluDropout, BitIdenticalToBatchNormReluDropout) {
-  for (const DType dt : {DType::Float32, DType::Float64}) {
-    for (const bool training : {true, false}) {
-      for (const auto flavor : {BatchNormFlavor::Torch, BatchNormFlavor::Paddle}) {
-        for (const double p : {0.0, 0.35}) {
+  for (const DType dt : {DType::Float32, DType::Float64})
+    for (const bool training : {true, false})
+      for (const auto flavor : {BatchNormFlavor::Torch, BatchNormFlavor::Paddle})
+        for (const double p : {0.0, 0.35})
           for (const bool dropout_training : {true, false}) {
-            const std::string tag = std::string(dtype_name(dt)) + (training ? " train" : " eval") +
-                                    (flavor == BatchNormFlavor::Torch ? " torch" : " paddle") + " p=" +
-                                    std::to_string(p) + (dropout_training ? " drop-train" : " drop-eval");
-            const Tensor x0 = rand_tensor({3, 5, 3, 7}, 21, -2, 3, dt), w0 = rand_tensor({5}, 22, 0.5, 1.5, dt),
-                         b0 = rand_tensor({5}, 23, -0.5, 0.5, dt), g = rand_tensor({3, 5, 3, 7}, 24, -1, 1, dt);
-            auto run = [&](bool fused, Tensor& rm, Tensor& rv, Generator& gen) {
-              Tensor x = x0.detach().clone(), w = w0.detach().clone(), b = b0.detach().clone();
-              for (Tensor* t : {&x, &w, &b}) t->set_requires_grad(true);
-              const BatchNormOptions o = bn_opts(training, flavor == BatchNormFlavor::Torch ? 0.1 : 0.9, flavor);
-              Tensor y = fused ? batch_norm_relu_dropout(x, w, b, rm, rv, o, p, dropout_training, &gen)
-                               : dropout(relu(batch_norm2d(x, w, b, rm, rv, o)), p, dropout_training, &gen);
-              y.backward(g);
-              return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
-            };
-            Tensor rm_a = rand_tensor({5}, 25, -0.5, 0.5, dt), rv_a = rand_tensor({5}, 26, 0.5, 1.5, dt);
-            Tensor rm_b = rm_a.detach().clone(), rv_b = rv_a.detach().clone();
-            Generator gen_a(31), gen_b(31);
-            gen_a.reserve(8);
-            gen_b.reserve(8);
-            const std::vector<Tensor> a = run(false, rm_a, rv_a, gen_a), b = run(true, rm_b, rv_b, gen_b);
-            const char* names[] = {"y", "grad_x", "grad_w", "grad_b"};
-            for (int i = 0; i < 4; ++i) EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
-            EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));
-            EXPECT_TRUE(bitwise_equal(rv_b, rv_a, tag + " running_var"));
-            EXPECT_EQ(gen_b.offset(), gen_a.offset()) << tag;
-            {
-              // Without a graph the forward draws the mask without recording it: still the same numbers.
-              NoGradGuard ng;
-              Generator gen_c(31), gen_d(31);
-              const BatchNormOptions o = bn_opts(training, flavor == BatchNormFlavor::Torch ? 0.1 : 0.9, flavor);
-              Tensor rm_c = rm_a.detach().clone(), rv_c = rv_a.detach().clone();
-              Tensor rm_d = rm_a.detach().clone(), rv_d = rv_a.detach().clone();
-              EXPECT_TRUE(bitwise_equal(batch_norm_relu_dropout(x0, w0, b0, rm_d, rv_d, o, p, dropout_training, &gen_d),
-                                        dropout(relu(batch_norm2d(x0, w0, b0, rm_c, rv_c, o)), p, dropout_training, &gen_c),
-                                        tag + " no-grad y"));
-            }
-            if (p > 0 && dropout_training) {
-              // The mask did drop something, or the comparison proves nothing about it.
-              const std::vector<Tensor> a0 = run(false, rm_a, rv_a, gen_a);
-              EXPECT_NE(a0[0].to(DType::Float64).to_vector<double>(), a[0].to(DType::Float64).to_vector<double>())
-                  << tag << ": a fresh draw gave the same mask";
-            }
+            FusedCase fc;
+            fc.dtype = dt;
+            fc.training = training;
+            fc.flavor = flavor;
+            fc.p = p;
+            fc.dropout_training = dropout_training;
+            expect_fused_matches_separate(fc);
           }
-        }
-      }
+}
+
+TEST(BatchNormReluDropout, EdgeCasesMatchTheSeparateOps) {
+  for (const bool with_conv : {false, true}) {
+    FusedCase fc;
+    fc.with_conv = with_conv;
+    fc.p = 1.0;  // torch's x·0: the unfused fallback
+    expect_fused_matches_separate(fc);
+    fc.p = 0.35;
+    fc.affine = false;
+    expect_fused_matches_separate(fc);
+    fc.affine = true;
+    fc.grad_x = false;  // the input is constant, the affine is not
+    expect_fused_matches_separate(fc);
+    fc.grad_x = true;
+    fc.grad_affine = false;
+    expect_fused_matches_separate(fc);
+    if (with_conv) {
+      fc.grad_x = fc.grad_affine = false;  // only the conv weight trains: no activation gradient
+      expect_fused_matches_separate(fc);
+      fc.grad_conv = false;  // the conv weight is constant: the backward skips recomputing the activation
+      fc.grad_x = true;
+      expect_fused_matches_separate(fc);
     }
   }
+}
+
+// The bottleneck's BN → ReLU → dropout → 3×3 conv as one node that recomputes the activation.
+TEST(BatchNormReluDropoutConv2d, BitIdenticalToTheTwoOps) {
+  for (const DType dt : {DType::Float32, DType::Float64})
+    for (const bool training : {true, false})
+      for (const bool dropout_training : {true, false}) {
+        FusedCase fc;
+        fc.with_conv = true;
+        fc.dtype = dt;
+        fc.training = training;
+        fc.dropout_training = dropout_training;
+        fc.flavor = dt == DType::Float64 ? BatchNormFlavor::Paddle : BatchNormFlavor::Torch;
+        expect_fused_matches_separate(fc);
+      }
+  EXPECT_TRUE(gradcheck(
+      [](In in) {
+        Generator g(5);
+        return batch_norm_relu_dropout_conv2d(in[0], in[1], in[2], Tensor(), Tensor(), bn_opts(true), 0.3, true, &g,
+                                              in[3], Conv2dOptions{{1, 1}, {1, 1}, {1, 1}});
+      },
+      {leaf({2, 3, 4, 5}, 58, -2.0, 3.0), leaf({3}, 59, 0.5, 1.5), leaf({3}, 60), leaf({2, 3, 3, 3}, 61)}));
 }
 
 TEST(BatchNormReluDropoutGradcheck, TrainAndEvalWithAFixedMask) {
@@ -385,50 +478,6 @@ TEST(BatchNormReluDropoutGradcheck, TrainAndEvalWithAFixedMask) {
   EXPECT_TRUE(gradcheck(
       [&](In in) { return batch_norm_relu_dropout(in[0], in[1], in[2], rm, rv, bn_opts(false), 0.3, false, nullptr); },
       {leaf({2, 2, 3, 4}, 46), leaf({2}, 47, 0.5, 1.5), leaf({2}, 48)}));
-}
-
-// The bottleneck's BN → ReLU → dropout → 3×3 conv as one node that recomputes the activation:
-// the same output, the same gradients for all four inputs, the same stream position.
-TEST(BatchNormReluDropoutConv2d, BitIdenticalToTheTwoOps) {
-  for (const bool training : {true, false}) {
-    for (const bool only_conv_weight : {false, true}) {
-      const std::string tag = std::string(training ? "train" : "eval") + (only_conv_weight ? " conv-weight-only" : "");
-      const Tensor x0 = rand_tensor({3, 8, 5, 7}, 51, -2, 3, DType::Float32);
-      const Tensor w0 = rand_tensor({8}, 52, 0.5, 1.5, DType::Float32), b0 = rand_tensor({8}, 53, -0.5, 0.5, DType::Float32);
-      const Tensor cw0 = rand_tensor({4, 8, 3, 3}, 54, -0.3, 0.3, DType::Float32);
-      const Tensor g = rand_tensor({3, 4, 5, 7}, 55, -1, 1, DType::Float32);
-      const Conv2dOptions co{{1, 1}, {1, 1}, {1, 1}};
-      auto run = [&](bool fused, Tensor& rm, Tensor& rv, Generator& gen) {
-        Tensor x = x0.detach().clone(), w = w0.detach().clone(), b = b0.detach().clone(), cw = cw0.detach().clone();
-        for (Tensor* t : {&x, &w, &b, &cw})
-          if (!only_conv_weight || t == &cw) t->set_requires_grad(true);
-        const BatchNormOptions o = bn_opts(training);
-        Tensor y = fused ? batch_norm_relu_dropout_conv2d(x, w, b, rm, rv, o, 0.25, training, &gen, cw, co)
-                         : conv2d(batch_norm_relu_dropout(x, w, b, rm, rv, o, 0.25, training, &gen), cw, Tensor(), co);
-        y.backward(g);
-        return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad(), cw.grad()};
-      };
-      Tensor rm_a = rand_tensor({8}, 56, -0.5, 0.5, DType::Float32), rv_a = rand_tensor({8}, 57, 0.5, 1.5, DType::Float32);
-      Tensor rm_b = rm_a.detach().clone(), rv_b = rv_a.detach().clone();
-      Generator gen_a(9), gen_b(9);
-      const std::vector<Tensor> a = run(false, rm_a, rv_a, gen_a), b = run(true, rm_b, rv_b, gen_b);
-      const char* names[] = {"y", "grad_x", "grad_w", "grad_b", "grad_conv_w"};
-      for (int i = 0; i < 5; ++i) {
-        ASSERT_EQ(a[i].defined(), b[i].defined()) << tag << " " << names[i];
-        if (a[i].defined()) EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
-      }
-      EXPECT_EQ(only_conv_weight, !a[1].defined()) << tag;
-      EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));
-      EXPECT_EQ(gen_b.offset(), gen_a.offset()) << tag;
-    }
-  }
-  EXPECT_TRUE(gradcheck(
-      [](In in) {
-        Generator g(5);
-        return batch_norm_relu_dropout_conv2d(in[0], in[1], in[2], Tensor(), Tensor(), bn_opts(true), 0.3, true, &g,
-                                              in[3], Conv2dOptions{{1, 1}, {1, 1}, {1, 1}});
-      },
-      {leaf({2, 3, 4, 5}, 58, -2.0, 3.0), leaf({3}, 59, 0.5, 1.5), leaf({3}, 60), leaf({2, 3, 3, 3}, 61)}));
 }
 
 TEST(BatchNormReluDropout, ValidatesLikeBatchNormAndDropout) {

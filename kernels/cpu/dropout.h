@@ -23,6 +23,8 @@ inline void for_each_dropout_keep(uint64_t seed, uint64_t offset, uint64_t first
   while (k < count) {
     const uint64_t w = offset + first + static_cast<uint64_t>(k);
     const Philox4x32 block = philox_block(seed, w >> 2);
+    // One Philox block yields four words: drawn once per aligned group of four. Compared in double:
+    // rounding p to float could move the threshold across a 24-bit grid point.
     for (uint64_t lane = w & 3; lane < 4 && k < count; ++lane, ++k)
       f(k, static_cast<double>(uint_to_unit_float(block.v[lane])) >= p);
   }
