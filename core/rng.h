@@ -43,6 +43,45 @@ HMER_HD Philox4x32 philox_block(uint64_t seed, uint64_t counter) {
                        static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
+// kPhiloxBatch consecutive blocks at once, counters first_counter + j: out[4·j + w] is word w of
+// block j, exactly philox_block(seed, first_counter + j).v[w] (so out is the word stream in order). The same rounds as philox4x32_10 on arrays of
+// 64-bit lanes holding 32-bit values, which the compiler turns into vector multiplies (one block at a
+// time is a serial chain of ten 32x32->64 multiplies; 3-4x slower here). Host only.
+constexpr int kPhiloxBatch = 16;
+inline void philox_blocks(uint64_t seed, uint64_t first_counter, uint32_t (&out)[4 * kPhiloxBatch]) {
+  const uint64_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u, kLow = 0xFFFFFFFFu;
+  uint64_t c0[kPhiloxBatch], c1[kPhiloxBatch], c2[kPhiloxBatch], c3[kPhiloxBatch];
+  for (int j = 0; j < kPhiloxBatch; ++j) {
+    const uint64_t ctr = first_counter + static_cast<uint64_t>(j);
+    c0[j] = ctr & kLow;
+    c1[j] = ctr >> 32;
+    c2[j] = 0u;
+    c3[j] = 0u;
+  }
+  uint64_t k0 = seed & kLow, k1 = seed >> 32;
+  for (int r = 0; r < 10; ++r) {
+    // Kept rolled: fully unrolled, GCC vectorises only fragments of it.
+#pragma GCC unroll 1
+    for (int j = 0; j < kPhiloxBatch; ++j) {
+      const uint64_t p0 = M0 * c0[j], p1 = M1 * c2[j];  // < 2^64: the exact 32x32 products
+      const uint64_t n0 = (p1 >> 32) ^ c1[j] ^ k0;
+      const uint64_t n2 = (p0 >> 32) ^ c3[j] ^ k1;
+      c1[j] = p1 & kLow;
+      c3[j] = p0 & kLow;
+      c0[j] = n0;
+      c2[j] = n2;
+    }
+    k0 = (k0 + W0) & kLow;
+    k1 = (k1 + W1) & kLow;
+  }
+  for (int j = 0; j < kPhiloxBatch; ++j) {
+    out[4 * j + 0] = static_cast<uint32_t>(c0[j]);
+    out[4 * j + 1] = static_cast<uint32_t>(c1[j]);
+    out[4 * j + 2] = static_cast<uint32_t>(c2[j]);
+    out[4 * j + 3] = static_cast<uint32_t>(c3[j]);
+  }
+}
+
 // Uniform in [0, 1) with 24 random bits (exactly representable in float32).
 HMER_HD float uint_to_unit_float(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }
 // Uniform in [0, 1) with 53 random bits.

@@ -147,6 +147,43 @@ TEST(JoinParity, CatStack) {
   check_parity("stack", 2, [](const std::vector<Tensor>& in) { return stack({in[0], in[1]}, 2); }, tol::kElementwise);
 }
 
+// Non-contiguous operands go run by run when their trailing dims are contiguous (channel slices) and
+// element by element otherwise; both must give exactly what the contiguous copies give.
+TEST(StridedElementwise, RunsAndCursorMatchContiguousCopies) {
+  const Tensor big = rand_tensor({3, 10, 5, 7}, 31, -1, 1, DType::Float32);
+  const Tensor other = rand_tensor({3, 10, 5, 7}, 32, -1, 1, DType::Float32);
+  struct View {
+    const char* name;
+    std::function<Tensor(const Tensor&)> make;
+  };
+  const View views[] = {
+      {"channel slice (runs of 4x5x7)", [](const Tensor& t) { return t.narrow(1, 2, 4); }},
+      {"inner slice (runs of 7)", [](const Tensor& t) { return t.narrow(2, 1, 3); }},
+      {"column slice (runs of 3, cursor)", [](const Tensor& t) { return t.narrow(3, 2, 3); }},
+      {"transposed (cursor)", [](const Tensor& t) { return t.narrow(1, 0, 4).transpose(2, 3); }},
+      {"batch slice of one (contiguous)", [](const Tensor& t) { return t.narrow(0, 1, 1).narrow(1, 3, 5); }},
+  };
+  for (const View& v : views) {
+    const Tensor a = v.make(big), b = v.make(other);
+    const Tensor want = add(contiguous_copy(a), contiguous_copy(b));
+    EXPECT_TRUE(bitwise_equal(add(a, b), want, std::string("add ") + v.name));
+    EXPECT_TRUE(bitwise_equal(mul(a, contiguous_copy(b)), mul(contiguous_copy(a), contiguous_copy(b)),
+                              std::string("mul ") + v.name));
+    // copy_ into a strided destination, from a strided and from a contiguous source
+    Tensor dst_buf = Tensor::zeros(big.shape());
+    Tensor dst = v.make(dst_buf);
+    dst.copy_(a);
+    EXPECT_TRUE(bitwise_equal(contiguous_copy(dst), contiguous_copy(a), std::string("copy_ ") + v.name));
+    Tensor dst2_buf = Tensor::zeros(big.shape());
+    Tensor dst2 = v.make(dst2_buf);
+    dst2.copy_(contiguous_copy(b));
+    EXPECT_TRUE(bitwise_equal(contiguous_copy(dst2), contiguous_copy(b), std::string("copy_ from contiguous ") + v.name));
+    // nothing outside the view was touched
+    const double outside = sum(dst_buf).item<float>() - sum(contiguous_copy(dst)).item<float>();
+    EXPECT_NEAR(outside, 0.0, 1e-4) << v.name;
+  }
+}
+
 // DenseNet's chain x = cat({x, new}, 1), appended in place: the same values and gradients as the
 // chain of cats, every result a leading slice of one buffer, and no earlier result disturbed.
 TEST(ChannelConcat, MatchesTheCatChainInOneBuffer) {

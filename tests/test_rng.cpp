@@ -65,6 +65,21 @@ TEST(Philox, UniformFloatIsWordOfTheStream) {
   for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(philox_uniform_float(seed, 5, i), philox_uniform_float(seed, 0, i + 5));
 }
 
+// The batched generator (vector multiplies) must be the scalar one word for word, across the
+// 2^32 carry into the counter's high word and for seeds with both halves set.
+TEST(Philox, BatchedBlocksEqualScalarBlocks) {
+  uint32_t words[4 * kPhiloxBatch];
+  for (const uint64_t seed : {uint64_t{0}, uint64_t{20211024}, uint64_t{0xDEADBEEF12345678ull}}) {
+    for (const uint64_t first : {uint64_t{0}, uint64_t{12345}, (uint64_t{1} << 32) - 5, uint64_t{0x123456789ABCull}}) {
+      philox_blocks(seed, first, words);
+      for (int j = 0; j < kPhiloxBatch; ++j) {
+        const Philox4x32 b = philox_block(seed, first + static_cast<uint64_t>(j));
+        for (int w = 0; w < 4; ++w) ASSERT_EQ(words[4 * j + w], b.v[w]) << "seed " << seed << " block " << first + j;
+      }
+    }
+  }
+}
+
 TEST(Philox, UnitConversionsStayInHalfOpenInterval) {
   EXPECT_EQ(uint_to_unit_float(0u), 0.0f);
   EXPECT_EQ(uint_to_unit_float(0xffffffffu), 1.0f - 1.0f / 16777216.0f);

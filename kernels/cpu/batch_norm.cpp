@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/dropout.h"
 #include "kernels/cpu/parallel.h"
@@ -18,6 +19,27 @@ struct Nchw {
   // Channels per thread chunk so that each chunk holds about one element-wise grain of work.
   int64_t channel_grain() const {
     return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(per_channel(), 1));
+  }
+};
+
+// Independent partial sums in double, combined in a fixed order at the end. One running sum is a
+// single dependency chain (an add's latency per element); kLanes of them let the compiler keep the
+// lanes in vector registers. The order depends only on the element index, never on threads.
+constexpr int64_t kLanes = 8;
+struct LaneSum {
+  double lane[kLanes] = {};
+  // Adds f(i) for i in [0, n): element i goes to lane i % kLanes.
+  template <class F>
+  void add(int64_t n, F&& f) {
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int64_t k = 0; k < kLanes; ++k) lane[k] += f(i + k);
+    for (int64_t k = 0; i < n; ++i, ++k) lane[k] += f(i);
+  }
+  double total() const {
+    double t = 0.0;
+    for (int64_t k = 0; k < kLanes; ++k) t += lane[k];
+    return t;
   }
 };
 
@@ -40,23 +62,23 @@ void batch_norm_batch_stats_impl(const Tensor& x, double eps, const Tensor& mean
   const double count = static_cast<double>(d.per_channel());
   parallel_for(d.C, d.channel_grain(), [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      double s = 0.0;
+      LaneSum s;
       for (int64_t n = 0; n < d.N; ++n) {
         const T* row = xp + (n * d.C + c) * d.HW;
-        for (int64_t i = 0; i < d.HW; ++i) s += static_cast<double>(row[i]);
+        s.add(d.HW, [&](int64_t i) { return static_cast<double>(row[i]); });
       }
-      const double m = s / count;
+      const double m = s.total() / count;
       // Second pass on the centred values: E[x²] − m² cancels catastrophically for large means.
-      double ss = 0.0;
+      LaneSum ss;
       for (int64_t n = 0; n < d.N; ++n) {
         const T* row = xp + (n * d.C + c) * d.HW;
-        for (int64_t i = 0; i < d.HW; ++i) {
+        ss.add(d.HW, [&](int64_t i) {
           const double v = static_cast<double>(row[i]) - m;
-          ss += v * v;
-        }
+          return v * v;
+        });
       }
       mp[c] = m;
-      vp[c] = ss / count;
+      vp[c] = ss.total() / count;
       ip[c] = 1.0 / std::sqrt(vp[c] + eps);
     }
   });
@@ -161,15 +183,14 @@ void batch_norm_backward_impl(const Tensor& g, const Tensor& x, const Tensor& me
     for (int64_t c = cb; c < ce; ++c) {
       const double m = mp[c], is = ip[c];
       // sum_g = Σ g, dot = Σ g·(x − mean); x̂ = (x − mean)·invstd, so Σ g·x̂ = dot·invstd.
-      double sum_g = 0.0, dot = 0.0;
+      LaneSum sum_lanes, dot_lanes;
       for (int64_t n = 0; n < d.N; ++n) {
-        const int64_t base = (n * d.C + c) * d.HW;
-        for (int64_t i = 0; i < d.HW; ++i) {
-          const double gv = static_cast<double>(gp[base + i]);
-          sum_g += gv;
-          dot += gv * (static_cast<double>(xp[base + i]) - m);
-        }
+        const T* gr = gp + (n * d.C + c) * d.HW;
+        const T* xr = xp + (n * d.C + c) * d.HW;
+        sum_lanes.add(d.HW, [&](int64_t i) { return static_cast<double>(gr[i]); });
+        dot_lanes.add(d.HW, [&](int64_t i) { return static_cast<double>(gr[i]) * (static_cast<double>(xr[i]) - m); });
       }
+      const double sum_g = sum_lanes.total(), dot = dot_lanes.total();
       if (gwp) gwp[c] = static_cast<T>(dot * is);
       if (gbp) gbp[c] = static_cast<T>(sum_g);
       if (!gxp) continue;
@@ -226,39 +247,43 @@ ChannelAffine<T> channel_affine(const Tensor& mean, const Tensor& invstd, const 
           bias.defined() ? bias.data_ptr<T>() : nullptr};
 }
 
-// Calls f(i, r, keep) for every flat index i of x: r the ReLU of the normalised x[i] (as
-// batch_norm_forward + relu compute it), keep whether dropout keeps element i (always without one).
+// Runs f(base, alpha, beta, mult) for every row (n, c) of x: base its flat start, alpha/beta the
+// channel's folded affine, mult the row's dropout multipliers (scale where kept, 0 where dropped; null
+// without dropout). The multipliers come from the recorded bits when there are some, else from the
+// Philox stream (recorded when asked). Rows are whole, so the caller's loop over one row is a plain
+// vectorisable loop with no generator inside.
 template <class T, class F>
-void for_each_relu_dropout(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
-                           const Tensor& bias, const ReluDropout& rd, F&& f) {
+void for_each_row(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+                  const Tensor& bias, const ReluDropout& rd, F&& f) {
   const Nchw d(x);
-  const T* xp = x.data_ptr<T>();
   const ChannelAffine<T> aff = channel_affine<T>(mean, invstd, weight, bias);
-  const fn::Relu relu;
+  const T scale = static_cast<T>(1.0 / (1.0 - rd.p));
+  const bool drop = rd.p != 0.0;
   parallel_for(d.C, d.channel_grain(), [&](int64_t cb, int64_t ce) {
+    std::vector<T> mult(drop ? static_cast<size_t>(d.HW) : 0);
     for (int64_t c = cb; c < ce; ++c) {
       const double alpha = aff.alpha(c), beta = aff.beta(c);
       for (int64_t n = 0; n < d.N; ++n) {
-        const int64_t base = (n * d.C + c) * d.HW;
-        auto visit = [&](int64_t i, bool keep) {
-          f(base + i, relu.fwd(static_cast<T>(static_cast<double>(xp[base + i]) * alpha + beta), T(0)), keep);
-        };
-        const int64_t row = n * d.C + c;
-        if (rd.p == 0.0) {
-          for (int64_t i = 0; i < d.HW; ++i) visit(i, true);
-        } else if (rd.replay != nullptr) {
-          const uint64_t* bits = rd.replay + row * rd.row_words;
-          for (int64_t i = 0; i < d.HW; ++i) visit(i, ((bits[i >> 6] >> (i & 63)) & 1u) != 0);
-        } else if (rd.record != nullptr) {
-          uint64_t* bits = rd.record + row * rd.row_words;
-          std::fill(bits, bits + rd.row_words, uint64_t{0});
-          for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p, [&](int64_t i, bool keep) {
-            if (keep) bits[i >> 6] |= uint64_t{1} << (i & 63);
-            visit(i, keep);
-          });
-        } else {
-          for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p, visit);
+        const int64_t row = n * d.C + c, base = row * d.HW;
+        if (drop) {
+          T* m = mult.data();
+          if (rd.replay != nullptr) {
+            const uint64_t* bits = rd.replay + row * rd.row_words;
+            for (int64_t i = 0; i < d.HW; ++i) m[i] = ((bits[i >> 6] >> (i & 63)) & 1u) != 0 ? scale : T(0);
+          } else if (rd.record != nullptr) {
+            uint64_t* bits = rd.record + row * rd.row_words;
+            std::fill(bits, bits + rd.row_words, uint64_t{0});
+            for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p,
+                                  [&](int64_t i, bool keep) {
+                                    if (keep) bits[i >> 6] |= uint64_t{1} << (i & 63);
+                                    m[i] = keep ? scale : T(0);
+                                  });
+          } else {
+            for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p,
+                                  [&](int64_t i, bool keep) { m[i] = keep ? scale : T(0); });
+          }
         }
+        f(base, alpha, beta, drop ? mult.data() : nullptr);
       }
     }
   });
@@ -266,29 +291,47 @@ void for_each_relu_dropout(const Tensor& x, const Tensor& mean, const Tensor& in
 
 }  // namespace
 
+// Per element exactly as batch_norm_forward (x·alpha + beta in double, rounded to T), fn::Relu, and
+// dropout_apply (r · (keep ? scale : 0)) compute it.
 template <class T>
 void batch_norm_relu_dropout_forward_impl(const Tensor& x, const Tensor& mean, const Tensor& invstd,
                                           const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
                                           const Tensor& y) {
+  const T* xp = x.data_ptr<T>();
   T* yp = y.data_ptr<T>();
-  const T scale = static_cast<T>(1.0 / (1.0 - rd.p));
-  const bool drop = rd.p != 0.0;
-  for_each_relu_dropout<T>(x, mean, invstd, weight, bias, rd, [&](int64_t i, T r, bool keep) {
-    yp[i] = drop ? r * (keep ? scale : T(0)) : r;
+  const int64_t hw = x.size(2) * x.size(3);
+  const fn::Relu relu;
+  for_each_row<T>(x, mean, invstd, weight, bias, rd, [&](int64_t base, double alpha, double beta, const T* mult) {
+    const T* xr = xp + base;
+    T* yr = yp + base;
+    if (mult == nullptr) {
+      for (int64_t i = 0; i < hw; ++i) yr[i] = relu.fwd(static_cast<T>(static_cast<double>(xr[i]) * alpha + beta), T(0));
+    } else {
+      for (int64_t i = 0; i < hw; ++i)
+        yr[i] = relu.fwd(static_cast<T>(static_cast<double>(xr[i]) * alpha + beta), T(0)) * mult[i];
+    }
   });
 }
 
+// dropout_apply's backward (g · (keep ? scale : 0)) then relu's (where the output is positive).
 template <class T>
 void batch_norm_relu_dropout_grad_impl(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
                                        const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
                                        const Tensor& g_bn) {
   const T* gp = g.data_ptr<T>();
+  const T* xp = x.data_ptr<T>();
   T* op = g_bn.data_ptr<T>();
-  const T scale = static_cast<T>(1.0 / (1.0 - rd.p));
-  const bool drop = rd.p != 0.0;
+  const int64_t hw = x.size(2) * x.size(3);
   const fn::Relu relu;
-  for_each_relu_dropout<T>(x, mean, invstd, weight, bias, rd, [&](int64_t i, T r, bool keep) {
-    op[i] = relu.bwd(T(0), r, drop ? gp[i] * (keep ? scale : T(0)) : gp[i], T(0));
+  for_each_row<T>(x, mean, invstd, weight, bias, rd, [&](int64_t base, double alpha, double beta, const T* mult) {
+    const T* xr = xp + base;
+    const T* gr = gp + base;
+    T* orow = op + base;
+    for (int64_t i = 0; i < hw; ++i) {
+      const T r = relu.fwd(static_cast<T>(static_cast<double>(xr[i]) * alpha + beta), T(0));
+      const T gd = mult == nullptr ? gr[i] : gr[i] * mult[i];
+      orow[i] = relu.bwd(T(0), r, gd, T(0));
+    }
   });
 }
 

@@ -2,6 +2,8 @@
 // CPU inverted dropout. The mask is a pure function of (seed, offset, element index) through the
 // Philox stream of core/rng.h, so it is the same on every device and thread count, and the
 // backward regenerates it instead of storing it.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "core/rng.h"
@@ -17,16 +19,23 @@ void dropout_apply(const Tensor& in, const Tensor& out, double p, uint64_t seed,
 // Calls f(k, keep) for k in [0, count): whether element first + k of the stream (seed, offset) is
 // kept at drop probability p, exactly as dropout_apply decides it. For kernels that fuse dropout
 // with other element-wise work (batch_norm_relu_dropout) and must draw the same mask.
+//
+// The decision is uint_to_unit_float(word) >= p, compared in double (rounding p to float could move
+// the threshold across a 24-bit grid point). uint_to_unit_float is exactly (word >> 8) / 2^24 and
+// p·2^24 is exact in double, so it is the integer test (word >> 8) >= ceil(p·2^24), done here on
+// batches of kPhiloxBatch blocks generated together.
 template <class F>
 inline void for_each_dropout_keep(uint64_t seed, uint64_t offset, uint64_t first, int64_t count, double p, F&& f) {
+  const uint32_t threshold = static_cast<uint32_t>(std::ceil(p * 16777216.0));
+  uint32_t words[4 * kPhiloxBatch];
   int64_t k = 0;
   while (k < count) {
     const uint64_t w = offset + first + static_cast<uint64_t>(k);
-    const Philox4x32 block = philox_block(seed, w >> 2);
-    // One Philox block yields four words: drawn once per aligned group of four. Compared in double:
-    // rounding p to float could move the threshold across a 24-bit grid point.
-    for (uint64_t lane = w & 3; lane < 4 && k < count; ++lane, ++k)
-      f(k, static_cast<double>(uint_to_unit_float(block.v[lane])) >= p);
+    philox_blocks(seed, w >> 2, words);  // words 4·(w >> 2) onwards
+    const int64_t at = static_cast<int64_t>(w & 3);
+    const int64_t n = std::min<int64_t>(4 * kPhiloxBatch - at, count - k);
+    for (int64_t i = 0; i < n; ++i) f(k + i, (words[at + i] >> 8) >= threshold);
+    k += n;
   }
 }
 

@@ -67,6 +67,9 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
 }
 
 namespace {
+// Shortest contiguous run worth a loop of its own rather than the per-element cursor.
+constexpr int64_t kMinRun = 16;
+
 bool all_zero(const Shape& s) {
   for (int64_t v : s)
     if (v != 0) return false;
@@ -83,7 +86,7 @@ void binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor&
     const bool ac = a.is_contiguous(), bc = b.is_contiguous();
     const bool bs = all_zero(b.strides()), as = all_zero(a.strides());
     visit_binary(op, [&](auto f) {
-      parallel_for(n, kElementwiseGrain, [&](int64_t lo, int64_t hi) {
+      auto by_element = [&](int64_t lo, int64_t hi) {
         if (ac && bc) {
           for (int64_t i = lo; i < hi; ++i) op_[i] = f(ap[i], bp[i]);
         } else if (ac && bs) {
@@ -99,6 +102,22 @@ void binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor&
             ca.next();
             cb.next();
           }
+        }
+      };
+      // Views made of long contiguous runs (channel slices: the backward's gradient sums in a dense
+      // block) go run by run; the rest element by element.
+      const ContiguousRuns runs = contiguous_runs(out.shape(), {&a.strides(), &b.strides()});
+      if ((ac && bc) || (ac && bs) || (as && bc) || runs.run < kMinRun) {
+        parallel_for(n, kElementwiseGrain, by_element);
+        return 0;
+      }
+      parallel_for(runs.count(), std::max<int64_t>(1, kElementwiseGrain / runs.run), [&](int64_t lo, int64_t hi) {
+        StridedCursor ca(runs.outer_shape, runs.outer_strides[0], lo), cb(runs.outer_shape, runs.outer_strides[1], lo);
+        for (int64_t k = lo; k < hi; ++k, ca.next(), cb.next()) {
+          const scalar_t* ar = ap + ca.offset();
+          const scalar_t* br = bp + cb.offset();
+          scalar_t* orow = op_ + k * runs.run;
+          for (int64_t i = 0; i < runs.run; ++i) orow[i] = f(ar[i], br[i]);
         }
       });
       return 0;
@@ -116,6 +135,19 @@ void copy(const Tensor& src, const Tensor& dst) {
       D* dp = dst.data_ptr<D>();
       const int64_t n = src.numel();
       const bool sc = src.is_contiguous(), dc = dst.is_contiguous();
+      const ContiguousRuns runs = contiguous_runs(src.shape(), {&src.strides(), &dst.strides()});
+      if (!(sc && dc) && runs.run >= kMinRun) {
+        // Run by run (e.g. ChannelConcat writing a layer's channels into its buffer).
+        parallel_for(runs.count(), std::max<int64_t>(1, kElementwiseGrain / runs.run), [&](int64_t lo, int64_t hi) {
+          StridedCursor cs(runs.outer_shape, runs.outer_strides[0], lo), cd(runs.outer_shape, runs.outer_strides[1], lo);
+          for (int64_t k = lo; k < hi; ++k, cs.next(), cd.next()) {
+            const S* sr = sp + cs.offset();
+            D* dr = dp + cd.offset();
+            for (int64_t i = 0; i < runs.run; ++i) dr[i] = static_cast<D>(sr[i]);
+          }
+        });
+        return;
+      }
       parallel_for(n, kElementwiseGrain, [&](int64_t lo, int64_t hi) {
         if (sc && dc) {
           for (int64_t i = lo; i < hi; ++i) dp[i] = static_cast<D>(sp[i]);
