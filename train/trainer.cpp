@@ -198,8 +198,10 @@ TrainConfig parse_train_config(const YAML::Node& root_in, const std::string& sou
   HMER_CHECK(cfg.model.run.epochs >= 1, "config ", source, ": epochs must be >= 1");
   // The optimizer section is validated now (unknown keys, wrong types), not at the first step.
   try {
-    optim::build_optim(cfg.model.optim, {optim::ParamGroup{{Tensor::zeros({1}).set_requires_grad(true)}, {"probe"}}},
-                       cfg.model.run.epochs);
+    optim::ParamGroup probe;
+    probe.params = {Tensor::zeros({1}).set_requires_grad(true)};
+    probe.names = {"probe"};
+    optim::build_optim(cfg.model.optim, {probe}, cfg.model.run.epochs);
   } catch (const Error& e) {
     fail("config ", source, ": ", e.what());
   }
