@@ -80,8 +80,10 @@ Tensor unary(UnaryOp op, const Tensor& x_in, double param = 0.0) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   HMER_DISPATCH_DEVICE(name, x.device(), cpu::unary_forward(op, x, y, param), cuda::unary_forward(op, x, y, param));
   // Capture a detached alias of y: capturing y itself would make y -> node -> closure -> y a cycle.
-  Tensor y_saved = y.detach();
-  return record_fn(y, name, {x_in}, [op, x, y = y_saved, param](const Tensor& g_in) {
+  // Only what the op's backward reads is kept alive.
+  Tensor y_saved = unary_backward_reads_y(op) ? y.detach() : Tensor();
+  Tensor x_saved = unary_backward_reads_x(op) ? x : Tensor();
+  return record_fn(y, name, {x_in}, [op, x = x_saved, y = y_saved, param](const Tensor& g_in) {
     Tensor g = g_in.contiguous();
     Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
     HMER_DISPATCH_DEVICE(unary_op_name(op), g.device(), cpu::unary_backward(op, x, y, g, gx, param),

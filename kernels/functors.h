@@ -19,6 +19,22 @@ enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
 const char* unary_op_name(UnaryOp op);
 const char* binary_op_name(BinaryOp op);
 
+// Which of (x, y) a unary op's bwd below reads, so the graph keeps only that one alive (the attention's
+// tanh over (B, 512, h, w) at every decoder step, say, needs its output but not its input).
+inline bool unary_backward_reads_x(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Log: case UnaryOp::Square: case UnaryOp::Abs: case UnaryOp::Pow:
+    case UnaryOp::HardSigmoidKeras2: case UnaryOp::HardSigmoidKeras3: return true;
+    default: return false;
+  }
+}
+inline bool unary_backward_reads_y(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Exp: case UnaryOp::Sqrt: case UnaryOp::Relu: case UnaryOp::Sigmoid: case UnaryOp::Tanh: return true;
+    default: return false;
+  }
+}
+
 namespace fn {
 
 template <class T> HMER_HD T hd_exp(T x) { return ::exp(x); }

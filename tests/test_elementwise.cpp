@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/allocator.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "tests/testing.h"
@@ -75,6 +76,29 @@ TEST(ElementwiseGradcheck, Unary) {
     auto fn = c.fn;
     EXPECT_TRUE(gradcheck([fn](const std::vector<Tensor>& in) { return fn(in[0]); }, {x})) << c.name;
   }
+}
+
+// The graph keeps only what a unary op's backward reads: tanh its output (which is the result itself,
+// so nothing extra), square its input, neg nothing.
+TEST(ElementwiseMemory, UnaryKeepsOnlyWhatItsBackwardReads) {
+  const Tensor x0 = leaf({1000}, 3);
+  Allocator* cpu_alloc = get_allocator(Device::cpu());
+  auto held = [&](Tensor (*fn)(const Tensor&)) {
+    const int64_t before = cpu_alloc->stats().allocated_bytes;
+    Tensor y;
+    {
+      Tensor mid = mul(x0, 2.0);  // an intermediate: alive afterwards only if fn's node keeps it
+      y = fn(mid);
+    }
+    const int64_t bytes = cpu_alloc->stats().allocated_bytes - before;
+    y.backward(Tensor::ones(y.shape(), y.dtype()));
+    return bytes;
+  };
+  const int64_t by_tanh = held([](const Tensor& t) { return tanh(t); });
+  const int64_t by_square = held([](const Tensor& t) { return square(t); });
+  const int64_t by_neg = held([](const Tensor& t) { return neg(t); });
+  EXPECT_EQ(by_tanh, by_neg);
+  EXPECT_EQ(by_square - by_tanh, 1000 * 8);
 }
 
 TEST(ElementwiseParity, Unary) {

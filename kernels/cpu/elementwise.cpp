@@ -50,7 +50,7 @@ void unary_forward(UnaryOp op, const Tensor& x, const Tensor& y, double param) {
 }
 
 void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, const Tensor& gx, double param) {
-  HMER_DISPATCH_FLOATING(x.dtype(), unary_op_name(op), [&] {
+  HMER_DISPATCH_FLOATING(gy.dtype(), unary_op_name(op), [&] {
     const scalar_t* xp = x.defined() ? x.data_ptr<scalar_t>() : nullptr;
     const scalar_t* yp = y.defined() ? y.data_ptr<scalar_t>() : nullptr;
     const scalar_t* gp = gy.data_ptr<scalar_t>();
