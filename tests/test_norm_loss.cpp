@@ -375,7 +375,9 @@ void expect_fused_matches_separate(const FusedCase& fc) {
   const char* names[] = {"y", "grad_x", "grad_w", "grad_b", "grad_conv_w"};
   for (int i = 0; i < 5; ++i) {
     ASSERT_EQ(b[i].defined(), a[i].defined()) << tag << " " << names[i];
-    if (a[i].defined()) EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
+    if (a[i].defined()) {
+      EXPECT_TRUE(bitwise_equal(b[i], a[i], tag + " " + names[i]));
+    }
   }
   EXPECT_EQ(a[1].defined(), fc.grad_x) << tag;
   EXPECT_TRUE(bitwise_equal(rm_b, rm_a, tag + " running_mean"));

@@ -161,7 +161,7 @@ TEST(Trainer, KillDuringCheckpointLeavesUsableLatest) {
                     (d / "ref.log").string()),
             0);
   const NamedTensors w_ref = train::RunDir((d / "ref").string()).load_last().weights;
-  for (const std::string stage :
+  for (const std::string& stage :
        std::vector<std::string>{"weights_written", "state_written", "pointer_written", "links_updated"}) {
     SCOPED_TRACE(stage);
     const std::string run = (d / stage).string();
