@@ -21,16 +21,11 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
     return conv2d(batch_norm_relu_dropout(x_in, weight, bias, running_mean, running_var, options, p, true, generator),
                   conv_weight_in, Tensor(), conv_options);
   }
-  const detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm_relu_dropout_conv2d", x_in, weight, bias,
-                                                              running_mean, running_var, options);
-  const Tensor &x = bn.x, &mean = bn.mean, &invstd = bn.invstd;
-  // The backward recomputes the activation from weight and bias: copies (C values each), so an
-  // in-place parameter update before the backward cannot change the recomputed masks.
-  const Tensor w = bn.w.defined() ? bn.w.clone() : Tensor(), b = bn.b.defined() ? bn.b.clone() : Tensor();
-  const bool need_x = x_in.requires_grad();
-  const bool need_w = weight.defined() && weight.requires_grad();
-  const bool need_b = bias.defined() && bias.requires_grad();
-  const bool need_act = need_x || need_w || need_b;
+  detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm_relu_dropout_conv2d", x_in, weight, bias,
+                                                        running_mean, running_var, options);
+  bn.copy_affine();
+  const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
+  const bool need_act = bn.needs_grad();
   const bool need_cw = conv_weight_in.requires_grad();
   const bool backward = GradMode::is_enabled() && (need_act || need_cw);
   const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, x, backward);
@@ -45,10 +40,8 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
   profiler::add_flops(2.0 * static_cast<double>(y.numel()) * static_cast<double>(s.C * s.kh * s.kw));
   act = Tensor();
 
-  const bool training = options.training;
-  const int64_t C = x.size(1);
   return record_fn(
-      y, training ? "BatchNormReluDropoutConv2dBackward" : "BatchNormReluDropoutConv2dEvalBackward",
+      y, bn.training ? "BatchNormReluDropoutConv2dBackward" : "BatchNormReluDropoutConv2dEvalBackward",
       {x_in, weight, bias, conv_weight_in}, [=](const Tensor& g_in) {
         Tensor g = g_in.contiguous();  // (N, O, OH, OW)
         // The activation again, bit for bit what the forward fed the conv (grad_weight reads it).
@@ -72,12 +65,9 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
                              cpu::batch_norm_relu_dropout_grad(g_act, x, mean, invstd, w, b, plan.replaying(), g_bn),
                              HMER_NO_CUDA);
         g_act = Tensor();
-        Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
-        Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
-        Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
-        HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                             cpu::batch_norm_backward(g_bn, x, mean, invstd, w, training, gx, gw, gb), HMER_NO_CUDA);
-        return std::vector<Tensor>{gx, gw, gb, g_cw};
+        std::vector<Tensor> grads = bn.input_grads(g_bn, "batch_norm_relu_dropout_backward");
+        grads.push_back(g_cw);
+        return grads;
       });
 }
 

@@ -19,6 +19,15 @@ bool images_contiguous(const Tensor& x);
 // statistics (batch or running).
 struct BatchNormPass {
   Tensor x, w, b, mean, invstd;
+  bool training = true;                             // batch statistics (their gradient flows into x)
+  bool need_x = false, need_w = false, need_b = false;  // which inputs want a gradient
+  bool needs_grad() const { return need_x || need_w || need_b; }
+  // The fused ops recompute their activation from w and b in the backward: private copies (C values
+  // each), so an in-place parameter update before the backward cannot change the recomputed masks.
+  void copy_affine();
+  // {grad_x, grad_weight, grad_bias} (undefined where not wanted) from the gradient g_bn (N, C, H, W,
+  // contiguous) reaching the normalised output.
+  std::vector<Tensor> input_grads(const Tensor& g_bn, const char* op) const;
 };
 
 // Validates, computes the statistics and, when training, updates the running buffers in place.

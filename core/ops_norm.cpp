@@ -77,7 +77,27 @@ BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tenso
                          cpu::batch_norm_running_stats(running_mean, running_var, options.eps, mean, invstd),
                          HMER_NO_CUDA);
   }
-  return {x, w, b, mean, invstd};
+  BatchNormPass pass{x, w, b, mean, invstd};
+  pass.training = training;
+  pass.need_x = x_in.requires_grad();
+  pass.need_w = weight.defined() && weight.requires_grad();
+  pass.need_b = bias.defined() && bias.requires_grad();
+  return pass;
+}
+
+void BatchNormPass::copy_affine() {
+  if (w.defined()) w = w.clone();
+  if (b.defined()) b = b.clone();
+}
+
+std::vector<Tensor> BatchNormPass::input_grads(const Tensor& g_bn, const char* op) const {
+  const int64_t C = x.size(1);
+  Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+  Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
+  Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
+  HMER_DISPATCH_DEVICE(op, g_bn.device(), cpu::batch_norm_backward(g_bn, x, mean, invstd, w, training, gx, gw, gb),
+                       HMER_NO_CUDA);
+  return {gx, gw, gb};
 }
 
 ReluDropoutPlan plan_relu_dropout(double p, bool dropout_training, Generator* generator, const Tensor& x,
@@ -113,28 +133,13 @@ cpu::ReluDropout ReluDropoutPlan::replaying() const {
 
 Tensor batch_norm2d(const Tensor& x_in, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                     const Tensor& running_var, const BatchNormOptions& options) {
-  const detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm2d", x_in, weight, bias, running_mean, running_var, options);
-  const Tensor &x = bn.x, &w = bn.w, &mean = bn.mean, &invstd = bn.invstd;
-  const bool training = options.training;
-  const int64_t C = x.size(1);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  HMER_DISPATCH_DEVICE("batch_norm2d", x.device(), cpu::batch_norm_forward(x, mean, invstd, w, bn.b, y),
+  const detail::BatchNormPass bn =
+      detail::batch_norm_prepare("batch_norm2d", x_in, weight, bias, running_mean, running_var, options);
+  Tensor y = Tensor::empty(bn.x.shape(), bn.x.dtype(), bn.x.device());
+  HMER_DISPATCH_DEVICE("batch_norm2d", bn.x.device(), cpu::batch_norm_forward(bn.x, bn.mean, bn.invstd, bn.w, bn.b, y),
                        HMER_NO_CUDA);
-
-  const bool need_x = x_in.requires_grad();
-  const bool need_w = weight.defined() && weight.requires_grad();
-  const bool need_b = bias.defined() && bias.requires_grad();
-  return record_fn(y, training ? "BatchNorm2dBackward" : "BatchNorm2dEvalBackward", {x_in, weight, bias},
-                   [=](const Tensor& g_in) {
-                     Tensor g = g_in.contiguous();
-                     Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
-                     Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
-                     Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
-                     HMER_DISPATCH_DEVICE("batch_norm2d_backward", g.device(),
-                                          cpu::batch_norm_backward(g, x, mean, invstd, w, training, gx, gw, gb),
-                                          HMER_NO_CUDA);
-                     return std::vector<Tensor>{gx, gw, gb};
-                   });
+  return record_fn(y, bn.training ? "BatchNorm2dBackward" : "BatchNorm2dEvalBackward", {x_in, weight, bias},
+                   [bn](const Tensor& g_in) { return bn.input_grads(g_in.contiguous(), "batch_norm2d_backward"); });
 }
 
 Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
@@ -144,40 +149,27 @@ Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const T
   // p = 1 is torch's x·0 (NaN for non-finite x): rare enough to take the unfused path.
   if (dropout_training && p == 1.0)
     return dropout(relu(batch_norm2d(x_in, weight, bias, running_mean, running_var, options)), p, true, generator);
-  const detail::BatchNormPass bn =
+  detail::BatchNormPass bn =
       detail::batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
-  const Tensor &x = bn.x, &mean = bn.mean, &invstd = bn.invstd;
-  // The backward recomputes the activation from weight and bias: copies (C values each), so an
-  // in-place parameter update before the backward cannot change the recomputed masks.
-  const Tensor w = bn.w.defined() ? bn.w.clone() : Tensor(), b = bn.b.defined() ? bn.b.clone() : Tensor();
-  const bool training = options.training;
-  const int64_t C = x.size(1);
-  const bool need_x = x_in.requires_grad();
-  const bool need_w = weight.defined() && weight.requires_grad();
-  const bool need_b = bias.defined() && bias.requires_grad();
-  const bool backward = GradMode::is_enabled() && (need_x || need_w || need_b);
-  const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, x, backward);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
-                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.recording(), y),
+  bn.copy_affine();
+  const bool backward = GradMode::is_enabled() && bn.needs_grad();
+  const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, bn.x, backward);
+  Tensor y = Tensor::empty(bn.x.shape(), bn.x.dtype(), bn.x.device());
+  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", bn.x.device(),
+                       cpu::batch_norm_relu_dropout_forward(bn.x, bn.mean, bn.invstd, bn.w, bn.b, plan.recording(), y),
                        HMER_NO_CUDA);
 
   // Saves x, the statistics and the keep bits only: relu's sign is recomputed, where the unfused
   // chain keeps the normalised tensor, the activation and the dropout output alive.
-  return record_fn(y, training ? "BatchNormReluDropoutBackward" : "BatchNormReluDropoutEvalBackward",
-                   {x_in, weight, bias}, [=](const Tensor& g_in) {
+  return record_fn(y, bn.training ? "BatchNormReluDropoutBackward" : "BatchNormReluDropoutEvalBackward",
+                   {x_in, weight, bias}, [bn, plan](const Tensor& g_in) {
                      Tensor g = g_in.contiguous();
-                     Tensor g_bn = Tensor::empty(x.shape(), x.dtype(), x.device());
+                     Tensor g_bn = Tensor::empty(bn.x.shape(), bn.x.dtype(), bn.x.device());
                      HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                                          cpu::batch_norm_relu_dropout_grad(g, x, mean, invstd, w, b, plan.replaying(), g_bn),
+                                          cpu::batch_norm_relu_dropout_grad(g, bn.x, bn.mean, bn.invstd, bn.w, bn.b,
+                                                                            plan.replaying(), g_bn),
                                           HMER_NO_CUDA);
-                     Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
-                     Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
-                     Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
-                     HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                                          cpu::batch_norm_backward(g_bn, x, mean, invstd, w, training, gx, gw, gb),
-                                          HMER_NO_CUDA);
-                     return std::vector<Tensor>{gx, gw, gb};
+                     return bn.input_grads(g_bn, "batch_norm_relu_dropout_backward");
                    });
 }
 
