@@ -10,6 +10,7 @@
 #include "core/allocator.h"
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/cpu/conv2d.h"
 #include "tests/testing.h"
 
 #ifdef _OPENMP
@@ -282,6 +283,24 @@ TEST(Conv2dThreads, BatchMatchesSingleImageLoop) {
   }
 }
 
+// One image of a pointwise conv on two threads splits its columns between them (greedy decoding's
+// DenseNet 1x1 convs); the numbers must be those of the float64 conv, with a bias and for a
+// channel-slice input, and grad paths are unaffected.
+TEST(Conv2dThreads, SingleImagePointwiseSplitsColumns) {
+  for (const int64_t first : {0, 4}) {
+    const Tensor wide = rand_tensor({1, 40 + 2 * first, 30, 120}, 41, -1, 1, DType::Float32);
+    const Tensor x = first > 0 ? wide.narrow(1, first, 40) : wide;
+    const Tensor w = rand_tensor({96, 40, 1, 1}, 42, -0.2, 0.2, DType::Float32);
+    const Tensor b = rand_tensor({96}, 43, -1, 1, DType::Float32);
+    const Tensor ref = conv2d(x.to(DType::Float64), w.to(DType::Float64), b.to(DType::Float64));
+    for (int threads : {1, 2}) {
+      ThreadCount tc(threads);
+      const std::string tag = "slice " + std::to_string(first) + " threads " + std::to_string(threads);
+      EXPECT_TRUE(all_close(conv2d(x, w, b), ref.to(DType::Float32), tol::kConv, "conv2d.pointwise_split " + tag));
+    }
+  }
+}
+
 // A channel slice of a wider buffer (ChannelConcat's results) is read in place: images lie further
 // apart than C·H·W but each is one block. The numbers must be those of the contiguous copy, and the
 // conv must not allocate a copy of its input (only its output).
@@ -320,6 +339,94 @@ TEST(Conv2d, ReadsAChannelSliceInPlace) {
   EXPECT_TRUE(gradcheck(
       [](const std::vector<Tensor>& t) { return conv2d(t[0].narrow(1, 1, 3), t[1], Tensor(), Conv2dOptions{}); },
       {leaf({3, 5, 4, 6}, 14), leaf({2, 3, 1, 1}, 15)}));
+}
+
+// The direct 3x3 kernel (float32, stride 1, pad 1, <= 64 output channels; kernels/cpu/conv2d_3x3.h)
+// against the float64 im2col path on the same numbers, and against the float32 im2col path it
+// replaces, over shapes that hit its edges: widths below, at and past one vector and one column
+// group, a single row or column, output channel counts that are not multiples of its 12- and
+// 8-channel blocks, one input channel, channel-slice inputs, and grads requested one at a time.
+TEST(Conv2dDirect3x3, MatchesIm2colInFloat64AndFloat32) {
+  ASSERT_TRUE(cpu::direct_conv3x3_enabled());
+  struct DirectCase {
+    int64_t n, c, h, w, o;
+    int64_t slice_from;  // > 0: x is channels [slice_from, slice_from + c) of a wider buffer
+  };
+  const DirectCase cases[] = {{2, 96, 6, 10, 24, 0}, {1, 5, 1, 1, 1, 0},   {3, 7, 5, 33, 13, 0},
+                              {2, 3, 9, 16, 64, 0},  {1, 1, 4, 17, 5, 0},  {2, 24, 3, 40, 24, 2},
+                              {1, 12, 8, 31, 9, 0},  {2, 16, 2, 65, 30, 1}, {1, 40, 11, 7, 8, 0}};
+  for (const DirectCase& c : cases) {
+    const std::string tag = "N" + std::to_string(c.n) + " C" + std::to_string(c.c) + " " + std::to_string(c.h) +
+                            "x" + std::to_string(c.w) + " O" + std::to_string(c.o) +
+                            (c.slice_from > 0 ? " slice" : "");
+    const Tensor wide = rand_tensor({c.n, c.c + 2 * c.slice_from, c.h, c.w}, 21, -1, 1, DType::Float32);
+    const Tensor x32 = c.slice_from > 0 ? wide.narrow(1, c.slice_from, c.c) : wide;
+    const Tensor w32 = rand_tensor({c.o, c.c, 3, 3}, 22, -0.3, 0.3, DType::Float32);
+    const Tensor b32 = rand_tensor({c.o}, 23, -1, 1, DType::Float32);
+    const Tensor gy32 = rand_tensor({c.n, c.o, c.h, c.w}, 24, -1, 1, DType::Float32);
+    const Conv2dOptions o{{1, 1}, {1, 1}, {1, 1}};
+    // 0: grads of x, w and b; 1: only x's; 2: only w's
+    for (int wanted = 0; wanted < 3; ++wanted) {
+      auto run = [&](DType dt, bool direct) {
+        cpu::set_direct_conv3x3(direct);
+        Tensor x = x32.to(dt).detach(), w = w32.to(dt).detach(), b = b32.to(dt).detach();
+        if (c.slice_from > 0 && dt == DType::Float32) x = x32.detach();  // keep the strided view
+        x.set_requires_grad(wanted != 2);
+        w.set_requires_grad(wanted != 1);
+        b.set_requires_grad(wanted == 0);
+        Tensor y = conv2d(x, w, b, o);
+        y.backward(gy32.to(dt));
+        cpu::set_direct_conv3x3(true);
+        return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
+      };
+      const auto direct = run(DType::Float32, true);
+      const auto im2col32 = run(DType::Float32, false);
+      const auto ref64 = run(DType::Float64, true);  // float64 always takes im2col
+      const char* names[] = {"out", "grad_x", "grad_w", "grad_b"};
+      for (int k = 0; k < 4; ++k) {
+        ASSERT_EQ(direct[k].defined(), ref64[k].defined()) << tag << " " << names[k];
+        if (!direct[k].defined()) continue;
+        const std::string what = std::string("conv2d.direct3x3.") + names[k] + " " + tag;
+        EXPECT_TRUE(all_close(direct[k], ref64[k].to(DType::Float32), tol::kConv, what + " vs float64"));
+        EXPECT_TRUE(all_close(direct[k], im2col32[k], tol::kConv, what + " vs float32 im2col"));
+      }
+    }
+  }
+}
+
+// grad_weight of a conv with many column rows and few positions (the counting head's 684 -> 512 5x5
+// and 3x3) is one GEMM per chunk of channels over all images side by side; one image at a time takes
+// the per-image path. The batch's grad_weight must be the sum of the single images' (float64, so the
+// two summation orders agree to rounding), including for a channel-slice input and an uneven last
+// chunk of channels, and grad_x must be the per-image one bit for bit.
+TEST(Conv2d, WideWeightGradSumsImagesInOneGemm) {
+  for (const int64_t k : {3, 5}) {
+    for (const int64_t first : {0, 3}) {
+      const int64_t C = k == 5 ? 170 : 460, N = 3;  // C*k*k >= 4096 column rows
+      const std::string tag = std::to_string(k) + "x" + std::to_string(k) + (first > 0 ? " slice" : "");
+      const Tensor wide = rand_tensor({N, C + 2 * first, 4, 6}, 31);
+      const Tensor x = first > 0 ? wide.narrow(1, first, C) : wide;
+      const Tensor w = rand_tensor({7, C, k, k}, 32, -0.1, 0.1);
+      const Tensor gy = rand_tensor({N, 7, 4, 6}, 33);
+      const Conv2dOptions o{{1, 1}, {k / 2, k / 2}, {1, 1}};
+      Tensor xb = x.detach(), wb = w.detach().clone();
+      xb.set_requires_grad(true);
+      wb.set_requires_grad(true);
+      conv2d(xb, wb, Tensor(), o).backward(gy);
+      Tensor gw_sum = Tensor::zeros(w.shape(), DType::Float64);
+      std::vector<Tensor> gxs;
+      for (int64_t n = 0; n < N; ++n) {
+        Tensor xn = contiguous_copy(x.narrow(0, n, 1)), wn = w.detach().clone();
+        xn.set_requires_grad(true);
+        wn.set_requires_grad(true);
+        conv2d(xn, wn, Tensor(), o).backward(contiguous_copy(gy.narrow(0, n, 1)));
+        gw_sum = add(gw_sum, wn.grad());
+        gxs.push_back(xn.grad());
+      }
+      EXPECT_TRUE(all_close(wb.grad(), gw_sum, Tol{1e-12, 1e-10}, "conv2d.wide_grad_w " + tag));
+      EXPECT_TRUE(bitwise_equal(contiguous_copy(xb.grad()), cat(gxs, 0), "grad_x " + tag));
+    }
+  }
 }
 
 // ---- pooling ----------------------------------------------------------------------------------------

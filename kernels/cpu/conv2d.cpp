@@ -1,9 +1,12 @@
 #include "kernels/cpu/conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/conv2d_3x3.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/parallel.h"
 
@@ -26,10 +29,14 @@ Range valid_range(int64_t off, int64_t stride, int64_t in, int64_t out) {
   return {lo, hi};
 }
 
-// col (C*kh*kw, OH*OW) rows of channels [c0, c1) from one image xi (C, H, W).
+// col (C*kh*kw, OH*OW) rows of channels [c0, c1) from one image xi (C, H, W). With cbase and
+// row_stride, channel cbase's first row is col's row 0 and rows lie row_stride apart (a block of
+// columns inside a wider matrix).
 template <class T>
-void im2col(const Conv2dShape& s, const T* xi, T* col, int64_t c0, int64_t c1) {
+void im2col(const Conv2dShape& s, const T* xi, T* col, int64_t c0, int64_t c1, int64_t cbase = 0,
+            int64_t row_stride = 0) {
   const int64_t L = s.OH * s.OW;
+  const int64_t ld = row_stride > 0 ? row_stride : L;
   for (int64_t c = c0; c < c1; ++c) {
     const T* xc = xi + c * s.H * s.W;
     for (int64_t i = 0; i < s.kh; ++i) {
@@ -38,7 +45,7 @@ void im2col(const Conv2dShape& s, const T* xi, T* col, int64_t c0, int64_t c1) {
       for (int64_t j = 0; j < s.kw; ++j) {
         const int64_t joff = j * s.dw - s.pw;
         const Range rw = valid_range(joff, s.sw, s.W, s.OW);
-        T* row = col + ((c * s.kh + i) * s.kw + j) * L;
+        T* row = col + (((c - cbase) * s.kh + i) * s.kw + j) * ld;
         std::fill(row, row + rh.lo * s.OW, T(0));
         for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
           T* r = row + oh * s.OW;
@@ -57,11 +64,11 @@ void im2col(const Conv2dShape& s, const T* xi, T* col, int64_t c0, int64_t c1) {
   }
 }
 
-// gxi (C, H, W) channels [c0, c1) = the adjoint of im2col applied to col.
+// gxi (C, H, W) channels [c0, c1) = (or += with s.gx_accumulate) the adjoint of im2col applied to col.
 template <class T>
 void col2im(const Conv2dShape& s, const T* col, T* gxi, int64_t c0, int64_t c1) {
   const int64_t L = s.OH * s.OW;
-  std::fill(gxi + c0 * s.H * s.W, gxi + c1 * s.H * s.W, T(0));
+  if (!s.gx_accumulate) std::fill(gxi + c0 * s.H * s.W, gxi + c1 * s.H * s.W, T(0));
   for (int64_t c = c0; c < c1; ++c) {
     T* gc = gxi + c * s.H * s.W;
     for (int64_t i = 0; i < s.kh; ++i) {
@@ -99,15 +106,77 @@ int64_t batch_parts(const Conv2dShape& s) {
   return std::clamp<int64_t>(macs / kMinMacsPerPart, 1, std::min<int64_t>(num_threads(), s.N));
 }
 
+// Columns per thread below which a single image's pointwise conv is not split.
+constexpr int64_t kMinPointwiseColumns = 256;
+
 template <class T>
 std::unique_ptr<T[]> make_buffer(int64_t n) {
   return n > 0 ? std::unique_ptr<T[]>(new T[static_cast<size_t>(n)]) : nullptr;
 }
 
+std::atomic<bool> g_direct_3x3{true};
+
+template <class T>
+bool use_direct_3x3(const Conv2dShape& s) {
+  return std::is_same_v<T, float> && g_direct_3x3.load(std::memory_order_relaxed) && !s.gx_accumulate &&
+         s.gx_batch_stride == 0 && detail::conv3x3_direct_applies(s);
+}
+
+// grad_weight of a conv with many column rows (K = C*kh*kw) and few output positions per image: the
+// counting head's 5x5 and 3x3 684 -> 512 convs (K 17,100 and 6,156, 210 positions at 120 x 480).
+// Per image that is a GEMM with inner dimension L into the whole (O, K) gradient, once per image
+// and again per thread part; here the images are side by side instead, so each chunk of channels
+// is one GEMM with inner dimension N*L into its own columns of gw: no per-thread copies of gw, and
+// one summation order whatever the thread count.
+bool gw_by_channel_chunks(const Conv2dShape& s) {
+  return !s.is_pointwise() && s.N > 1 && s.col_rows() >= 4096 && s.col_cols() <= 1024;
+}
+
+// Channels per chunk: about 512 column rows, so a chunk's columns of all images stay within L2.
+int64_t gw_chunk_channels(const Conv2dShape& s) { return std::max<int64_t>(1, 512 / (s.kh * s.kw)); }
+
+template <class T>
+void weight_grad_by_channel_chunks(const Conv2dShape& s, const T* x, const T* gy, T* gw) {
+  const int64_t K = s.col_rows(), L = s.col_cols(), NL = s.N * L, taps = s.kh * s.kw;
+  // gy_all (O, N*L): image n's (O, L) block at columns [n*L, (n+1)*L).
+  auto gy_all = make_buffer<T>(s.O * NL);
+  parallel_for(s.O, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, NL)), [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* src = gy + (n * s.O + o) * L;
+        std::copy(src, src + L, gy_all.get() + o * NL + n * L);
+      }
+    }
+  });
+  const int64_t chunk = gw_chunk_channels(s);
+  const int64_t chunks = (s.C + chunk - 1) / chunk;
+  parallel_for(chunks, 1, [&](int64_t b0, int64_t b1) {
+    auto cols = make_buffer<T>(chunk * taps * NL);   // (chunk rows, N*L)
+    auto part = make_buffer<T>(s.O * chunk * taps);  // (O, chunk rows)
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t c0 = b * chunk, c1 = std::min(s.C, c0 + chunk), rows = (c1 - c0) * taps;
+      for (int64_t n = 0; n < s.N; ++n) im2col(s, x + n * s.x_image_stride(), cols.get() + n * L, c0, c1, c0, NL);
+      gemm_raw<T>(gy_all.get(), false, cols.get(), true, part.get(), s.O, rows, NL, T(0));
+      for (int64_t o = 0; o < s.O; ++o) {
+        std::copy(part.get() + o * rows, part.get() + (o + 1) * rows, gw + o * K + c0 * taps);
+      }
+    }
+  });
+}
+
 }  // namespace
+
+void set_direct_conv3x3(bool enabled) { g_direct_3x3.store(enabled, std::memory_order_relaxed); }
+bool direct_conv3x3_enabled() { return g_direct_3x3.load(std::memory_order_relaxed); }
 
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_direct_3x3<T>(s)) {
+      detail::conv3x3_direct_forward(s, x, w, bias, y);
+      return;
+    }
+  }
   const int64_t K = s.col_rows(), L = s.col_cols();
   const int64_t in_img = s.x_image_stride(), out_img = s.O * L;
   const bool pointwise = s.is_pointwise();
@@ -136,6 +205,22 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
     });
     return;
   }
+  // One image of a pointwise conv on several threads: each thread multiplies its own block of columns.
+  // Eigen's own threading of this thin GEMM (O = 96 rows at batch 1, greedy decoding) gains little
+  // from the second core.
+  if (pointwise && num_threads() > 1 && L >= 2 * kMinPointwiseColumns && s.O * K * L >= 2 * kMinMacsPerPart) {
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* xn = x + n * in_img;
+      T* yn = y + n * out_img;
+      parallel_for(L, kMinPointwiseColumns, [&](int64_t l0, int64_t l1) {
+        if (bias != nullptr) {
+          for (int64_t o = 0; o < s.O; ++o) std::fill(yn + o * L + l0, yn + o * L + l1, bias[o]);
+        }
+        gemm_raw_ld<T>(w, K, false, xn + l0, L, false, yn + l0, L, s.O, l1 - l0, K, bias != nullptr);
+      });
+    }
+    return;
+  }
   // One image (or one thread): im2col splits channels, then Eigen threads the GEMM itself.
   auto col = make_buffer<T>(pointwise ? 0 : K * L);
   for (int64_t n = 0; n < s.N; ++n) {
@@ -150,7 +235,7 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <class T>
 void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, T* gx, T* gw, T* gb) {
   const int64_t K = s.col_rows(), L = s.col_cols();
-  const int64_t in_img = s.x_image_stride(), gx_img = s.C * s.H * s.W, out_img = s.O * L;
+  const int64_t in_img = s.x_image_stride(), gx_img = s.gx_image_stride(), out_img = s.O * L;
   const bool pointwise = s.is_pointwise();
 
   if (gb != nullptr) {
@@ -168,6 +253,12 @@ void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, 
                  });
   }
   if (gx == nullptr && gw == nullptr) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_direct_3x3<T>(s)) {
+      detail::conv3x3_direct_backward(s, x, w, gy, gx, gw);
+      return;
+    }
+  }
 
   // One image's share: gw_acc (O, K) (+)= gy[n] (O, L) · col(x[n])ᵀ; gx[n] = col2im(wᵀ (K, O) · gy[n]).
   // `col` is reused: first the input's columns for gw, then the columns' gradient for gx.
@@ -190,7 +281,7 @@ void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, 
     }
     if (gxn != nullptr) {
       if (pointwise) {
-        gemm_raw<T>(w, true, gyn, false, gxn, s.C, L, s.O, T(0));
+        gemm_raw<T>(w, true, gyn, false, gxn, s.C, L, s.O, s.gx_accumulate ? T(1) : T(0));
       } else {
         gemm_raw<T>(w, true, gyn, false, col, K, L, s.O, T(0));
         over_channels([&](int64_t c0, int64_t c1) { col2im(s, col, gxn, c0, c1); });
@@ -200,6 +291,12 @@ void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, 
 
   if (s.N == 0) {
     if (gw != nullptr) std::fill(gw, gw + s.O * K, T(0));
+    return;
+  }
+  if (gw != nullptr && gw_by_channel_chunks(s)) {
+    // grad_x image by image below (gw not wanted there), then grad_weight in one pass.
+    if (gx != nullptr) conv2d_backward<T>(s, x, w, gy, gx, nullptr, nullptr);
+    weight_grad_by_channel_chunks(s, x, gy, gw);
     return;
   }
   const int64_t parts = batch_parts(s);

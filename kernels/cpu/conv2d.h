@@ -19,6 +19,13 @@ struct Conv2dShape {
 
   int64_t x_image_stride() const { return x_batch_stride > 0 ? x_batch_stride : C * H * W; }
 
+  // The input gradient's image stride (0: C*H*W) and whether the backward adds into gx instead of
+  // overwriting it: ChannelConcat's one gradient buffer per dense block, which each layer's conv
+  // reads a leading channel slice of, takes every layer's input gradient in place.
+  int64_t gx_batch_stride = 0;
+  bool gx_accumulate = false;
+  int64_t gx_image_stride() const { return gx_batch_stride > 0 ? gx_batch_stride : C * H * W; }
+
   int64_t col_rows() const { return C * kh * kw; }  // K of the GEMM
   int64_t col_cols() const { return OH * OW; }      // L of the GEMM
   // A 1x1, stride-1, unpadded conv reads the input as is: x[n] (C, H*W) is already its column matrix.
@@ -29,10 +36,17 @@ struct Conv2dShape {
 template <class T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
 
-// gy (N, O, OH, OW). Each of gx (N, C, H, W), gw (O, C, kh, kw), gb (O) may be null (not wanted) and is
-// overwritten otherwise. x is read only for gw, w only for gx.
+// gy (N, O, OH, OW). Each of gx (N, C, H, W; images gx_image_stride() apart), gw (O, C, kh, kw), gb (O)
+// may be null (not wanted) and is overwritten otherwise (gx added to with gx_accumulate). x is read
+// only for gw, w only for gx.
 template <class T>
 void conv2d_backward(const Conv2dShape& s, const T* x, const T* w, const T* gy, T* gx, T* gw, T* gb);
+
+// float32 3x3 stride-1 pad-1 convs with at most 64 output channels (DenseNet's growth-24 conv) run a
+// direct kernel (kernels/cpu/conv2d_3x3.h) instead of im2col + GEMM; off routes them through im2col,
+// for A/B timing and for tests that compare the two. Process-wide; on by default.
+void set_direct_conv3x3(bool enabled);
+bool direct_conv3x3_enabled();
 
 // Tensor forms (dtype dispatch); undefined tensors stand for null pointers.
 void conv2d_forward(const Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y);

@@ -25,6 +25,32 @@ void gemm_raw(const T* a, bool trans_a, const T* b, bool trans_b, T* out, int64_
     else C.noalias() += A.transpose() * B.transpose();
   }
 }
+template <class T>
+void gemm_raw_ld(const T* a, int64_t lda, bool trans_a, const T* b, int64_t ldb, bool trans_b, T* out, int64_t ldc,
+                 int64_t M, int64_t N, int64_t K, bool accumulate) {
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
+  using CMap = Eigen::Map<const Mat, 0, Stride>;
+  Eigen::Map<Mat, 0, Stride> C(out, M, N, Stride(ldc));
+  CMap A(a, trans_a ? K : M, trans_a ? M : K, Stride(lda));
+  CMap B(b, trans_b ? N : K, trans_b ? K : N, Stride(ldb));
+  if (accumulate) {
+    if (!trans_a && !trans_b) C.noalias() += A * B;
+    else if (trans_a && !trans_b) C.noalias() += A.transpose() * B;
+    else if (!trans_a && trans_b) C.noalias() += A * B.transpose();
+    else C.noalias() += A.transpose() * B.transpose();
+  } else {
+    if (!trans_a && !trans_b) C.noalias() = A * B;
+    else if (trans_a && !trans_b) C.noalias() = A.transpose() * B;
+    else if (!trans_a && trans_b) C.noalias() = A * B.transpose();
+    else C.noalias() = A.transpose() * B.transpose();
+  }
+}
+template void gemm_raw_ld<float>(const float*, int64_t, bool, const float*, int64_t, bool, float*, int64_t, int64_t,
+                                 int64_t, int64_t, bool);
+template void gemm_raw_ld<double>(const double*, int64_t, bool, const double*, int64_t, bool, double*, int64_t,
+                                  int64_t, int64_t, int64_t, bool);
+
 template void gemm_raw<float>(const float*, bool, const float*, bool, float*, int64_t, int64_t, int64_t, float);
 template void gemm_raw<double>(const double*, bool, const double*, bool, double*, int64_t, int64_t, int64_t, double);
 

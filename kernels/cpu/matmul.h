@@ -12,4 +12,11 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Te
 template <class T>
 void gemm_raw(const T* a, bool trans_a, const T* b, bool trans_b, T* out, int64_t M, int64_t N, int64_t K, T beta);
 
+// The same on blocks of wider row-major matrices: lda, ldb, ldc are the stored row lengths of a, b
+// and out (e.g. a column block of a conv's (C, H*W) input); accumulate adds to out (beta 1) instead
+// of overwriting it. Single-threaded: for callers that split the work across threads themselves.
+template <class T>
+void gemm_raw_ld(const T* a, int64_t lda, bool trans_a, const T* b, int64_t ldb, bool trans_b, T* out, int64_t ldc,
+                 int64_t M, int64_t N, int64_t K, bool accumulate);
+
 }  // namespace hmer::cpu

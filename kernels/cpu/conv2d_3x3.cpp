@@ -1,0 +1,311 @@
+#include "kernels/cpu/conv2d_3x3.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "kernels/cpu/parallel.h"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+
+namespace hmer::cpu::detail {
+
+namespace {
+
+// One SIMD register of floats. The multiply-adds are explicit FMAs where the CPU has them (as in
+// Eigen's GEMM, which the im2col path uses); the portable fallback multiplies and adds.
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+using vf = __m512;
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline vf vset1(float a) { return _mm512_set1_ps(a); }
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int64_t kLanes = 8;
+using vf = __m256;
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline vf vset1(float a) { return _mm256_set1_ps(a); }
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+#else
+constexpr int64_t kLanes = 4;
+typedef float vf __attribute__((vector_size(16)));
+inline vf vload(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf vset1(float a) { return vf{a, a, a, a}; }
+inline vf vzero() { return vf{0, 0, 0, 0}; }
+inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
+inline vf vadd(vf a, vf b) { return a + b; }
+#endif
+
+// Lanes summed in a fixed order (lane 0 first), whatever the ISA's own reduction would do.
+inline float vsum(vf v) {
+  float t[kLanes];
+  vstore(t, v);
+  float s = 0.0f;
+  for (int64_t l = 0; l < kLanes; ++l) s += t[l];
+  return s;
+}
+
+// Register blocking of the forward kernel: kFwdOut output channels x kFwdVecs vectors of one output
+// row = 24 accumulators, which with the 2 input vectors and 1 broadcast weight fit AVX-512's 32
+// registers; per (channel, tap) 14 loads feed 24 FMAs.
+constexpr int kFwdOut = 12;
+constexpr int kFwdVecs = 2;
+constexpr int64_t kGroup = kFwdVecs * kLanes;  // output columns per inner-loop pass
+// The weight gradient's blocking: kGwOut output channels x the 3 horizontal taps = 24 accumulators.
+constexpr int kGwOut = 8;
+// Input channels per weight-gradient task, and the bytes of gy one band of rows may span.
+constexpr int64_t kGwChannels = 8;
+constexpr int64_t kGwBandBytes = 24 * 1024;
+
+int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// A zero-padded copy of a (C, H, W) image: row r, column q hold x[r - 1][q - 1], zeros around, and
+// each row runs on past W + 1 (zeros) so the kernels read whole vectors at any output column.
+struct PaddedPlanes {
+  int64_t channels, rows, row_stride;
+  int64_t plane() const { return rows * row_stride; }
+  int64_t image() const { return channels * plane(); }
+};
+
+PaddedPlanes padded_planes(int64_t C, int64_t H, int64_t W) { return {C, H + 2, round_up(W, kGroup) + 2}; }
+
+// dst (C, rows, row_stride) channels [c0, c1) from src (C, H, W); channels >= C (block rounding) zero.
+void pad_copy(const PaddedPlanes& p, const float* src, int64_t C, int64_t H, int64_t W, float* dst, int64_t c0,
+              int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c) {
+    float* d = dst + c * p.plane();
+    std::fill(d, d + p.plane(), 0.0f);
+    if (c >= C) continue;
+    for (int64_t h = 0; h < H; ++h) std::copy(src + (c * H + h) * W, src + (c * H + h + 1) * W, d + (h + 1) * p.row_stride + 1);
+  }
+}
+
+// One output row of kFwdOut channels: out[k][ow] = bias[k] + sum over c, i, j of
+// wt[(c * 9 + i * 3 + j) * kFwdOut + k] * xp[c][oh + i][ow + j]. Rows of out[k] that are null (the
+// block's channels past the real count) are not stored.
+void forward_row(const float* xp, const PaddedPlanes& p, const float* wt, const float* bias, int64_t oh, int64_t OW,
+                 float* const* out) {
+  for (int64_t g = 0; g < OW; g += kGroup) {
+    vf acc[kFwdOut][kFwdVecs];
+    for (auto& a : acc) {
+      for (auto& v : a) v = vzero();
+    }
+    for (int64_t c = 0; c < p.channels; ++c) {
+      for (int64_t i = 0; i < 3; ++i) {
+        const float* xr = xp + c * p.plane() + (oh + i) * p.row_stride + g;
+        const float* wr = wt + (c * 9 + i * 3) * kFwdOut;
+        for (int64_t j = 0; j < 3; ++j) {
+          vf xv[kFwdVecs];
+          for (int v = 0; v < kFwdVecs; ++v) xv[v] = vload(xr + j + v * kLanes);
+#pragma GCC unroll 12
+          for (int k = 0; k < kFwdOut; ++k) {
+            const vf wk = vset1(wr[j * kFwdOut + k]);
+            for (int v = 0; v < kFwdVecs; ++v) acc[k][v] = vfma(wk, xv[v], acc[k][v]);
+          }
+        }
+      }
+    }
+    for (int k = 0; k < kFwdOut; ++k) {
+      if (out[k] == nullptr) continue;
+      const vf b = vset1(bias != nullptr ? bias[k] : 0.0f);
+      for (int v = 0; v < kFwdVecs; ++v) {
+        const int64_t col = g + v * kLanes;
+        if (col >= OW) break;
+        const vf r = bias != nullptr ? vadd(acc[k][v], b) : acc[k][v];
+        if (col + kLanes <= OW) {
+          vstore(out[k] + col, r);
+        } else {
+          float t[kLanes];
+          vstore(t, r);
+          std::copy(t, t + (OW - col), out[k] + col);
+        }
+      }
+    }
+  }
+}
+
+// y (N, O, H, W) = the 3x3 conv of the padded images xp (N, p.channels, ...) with weights wt laid out
+// as (O blocks, C, 3, 3, kFwdOut) [+ bias]; one task per (image, channel block, output row).
+void forward_all(const PaddedPlanes& p, const float* xp, int64_t N, const float* wt, const float* bias, int64_t O,
+                 int64_t H, int64_t W, float* y) {
+  const int64_t blocks = (O + kFwdOut - 1) / kFwdOut;
+  const int64_t tasks = N * blocks * H;
+  const int64_t macs_per_task = kFwdOut * p.channels * 9 * W;
+  parallel_for(tasks, std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, macs_per_task)),
+               [&](int64_t t0, int64_t t1) {
+                 for (int64_t t = t0; t < t1; ++t) {
+                   const int64_t n = t / (blocks * H), ob = (t / H) % blocks, oh = t % H;
+                   float* out[kFwdOut];
+                   for (int k = 0; k < kFwdOut; ++k) {
+                     const int64_t o = ob * kFwdOut + k;
+                     out[k] = o < O ? y + ((n * O + o) * H + oh) * W : nullptr;
+                   }
+                   forward_row(xp + n * p.image(), p, wt + ob * p.channels * 9 * kFwdOut,
+                               bias != nullptr ? bias + ob * kFwdOut : nullptr, oh, W, out);
+                 }
+               });
+}
+
+template <class T>
+std::unique_ptr<T[]> buffer(int64_t n) {
+  return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+}
+
+// Pads all N images (images src_stride apart) into one buffer, in parallel over (image, channel).
+std::unique_ptr<float[]> pad_images(const PaddedPlanes& p, const float* src, int64_t src_stride, int64_t N, int64_t C,
+                                    int64_t H, int64_t W) {
+  auto dst = buffer<float>(N * p.image());
+  parallel_for(N * p.channels, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.plane())),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t t = b; t < e; ++t) {
+                   const int64_t n = t / p.channels, c = t % p.channels;
+                   pad_copy(p, src + n * src_stride, C, H, W, dst.get() + n * p.image(), c, c + 1);
+                 }
+               });
+  return dst;
+}
+
+}  // namespace
+
+bool conv3x3_direct_applies(const Conv2dShape& s) {
+  return s.kh == 3 && s.kw == 3 && s.sh == 1 && s.sw == 1 && s.ph == 1 && s.pw == 1 && s.dh == 1 && s.dw == 1 &&
+         s.O <= 64 && s.N > 0 && s.C > 0 && s.H > 0 && s.W > 0;
+}
+
+void conv3x3_direct_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const PaddedPlanes p = padded_planes(s.C, s.H, s.W);
+  auto xp = pad_images(p, x, s.x_image_stride(), s.N, s.C, s.H, s.W);
+  // wt (O blocks, C, 3, 3, kFwdOut), zero past O, so one broadcast walks memory in order.
+  const int64_t blocks = (s.O + kFwdOut - 1) / kFwdOut;
+  auto wt = buffer<float>(blocks * s.C * 9 * kFwdOut);
+  for (int64_t ob = 0; ob < blocks; ++ob) {
+    for (int64_t c = 0; c < s.C; ++c) {
+      for (int64_t t = 0; t < 9; ++t) {
+        for (int k = 0; k < kFwdOut; ++k) {
+          const int64_t o = ob * kFwdOut + k;
+          wt[((ob * s.C + c) * 9 + t) * kFwdOut + k] = o < s.O ? w[(o * s.C + c) * 9 + t] : 0.0f;
+        }
+      }
+    }
+  }
+  forward_all(p, xp.get(), s.N, wt.get(), bias, s.O, s.H, s.W, y);
+}
+
+void conv3x3_direct_backward(const Conv2dShape& s, const float* x, const float* w, const float* gy, float* gx,
+                             float* gw) {
+  if (gx == nullptr && gw == nullptr) return;
+  // gy padded like an input, its channels rounded up to the weight gradient's block with zeros.
+  const PaddedPlanes pg = padded_planes(round_up(s.O, kGwOut), s.H, s.W);
+  auto gyp = pad_images(pg, gy, s.O * s.H * s.W, s.N, s.O, s.H, s.W);
+
+  if (gx != nullptr) {
+    // gx[c][h][w] = sum over o, i, j of w[o][c][2 - i][2 - j] * gyp[o][h + i][w + j]: the same
+    // kernel with the roles of the channels swapped and the taps flipped.
+    const PaddedPlanes pin{s.O, pg.rows, pg.row_stride};  // only the real channels of gyp are read
+    const int64_t blocks = (s.C + kFwdOut - 1) / kFwdOut;
+    auto wt = buffer<float>(blocks * s.O * 9 * kFwdOut);
+    for (int64_t cb = 0; cb < blocks; ++cb) {
+      for (int64_t o = 0; o < s.O; ++o) {
+        for (int64_t t = 0; t < 9; ++t) {
+          for (int k = 0; k < kFwdOut; ++k) {
+            const int64_t c = cb * kFwdOut + k;
+            wt[((cb * s.O + o) * 9 + t) * kFwdOut + k] = c < s.C ? w[(o * s.C + c) * 9 + (8 - t)] : 0.0f;
+          }
+        }
+      }
+    }
+    // Images of gyp lie pg.image() apart; forward_all walks them with pin.image() == that only
+    // when the channel counts agree, so hand it a view per image when they do not.
+    if (pin.image() == pg.image()) {
+      forward_all(pin, gyp.get(), s.N, wt.get(), nullptr, s.C, s.H, s.W, gx);
+    } else {
+      for (int64_t n = 0; n < s.N; ++n) {
+        forward_all(pin, gyp.get() + n * pg.image(), 1, wt.get(), nullptr, s.C, s.H, s.W, gx + n * s.C * s.H * s.W);
+      }
+    }
+  }
+
+  if (gw != nullptr) {
+    // gw[o][c][i][j] = sum over n, h, w of gy[n][o][h][w] * xp[n][c][h + i][w + j]. One task per block
+    // of input channels, so each gw entry has one owner and one summation order (per lane: image,
+    // row, column; lanes summed at the end) whatever the thread count. Rows go in bands small enough
+    // that one output block's gy over the band stays in L1 while every (channel, tap row) of the task
+    // passes over it (from L2 the 11 loads per 24 FMAs would starve the FMAs); the accumulators wait
+    // in a per-task buffer between bands.
+    const PaddedPlanes px = padded_planes(s.C, s.H, s.W);
+    auto xp = pad_images(px, x, s.x_image_stride(), s.N, s.C, s.H, s.W);
+    const int64_t blocks = pg.channels / kGwOut;
+    const int64_t band = std::max<int64_t>(1, kGwBandBytes / (kGwOut * pg.row_stride * int64_t{sizeof(float)}));
+    const int64_t cblocks = (s.C + kGwChannels - 1) / kGwChannels;
+    parallel_for(cblocks, 1, [&](int64_t b0, int64_t b1) {
+      // (channel in block, tap row, output block, k, tap column) vectors
+      auto acc_buf = buffer<vf>(kGwChannels * 3 * blocks * kGwOut * 3);
+      for (int64_t cb = b0; cb < b1; ++cb) {
+        const int64_t c0 = cb * kGwChannels, c1 = std::min(s.C, c0 + kGwChannels);
+        std::fill(acc_buf.get(), acc_buf.get() + kGwChannels * 3 * blocks * kGwOut * 3, vzero());
+        for (int64_t n = 0; n < s.N; ++n) {
+          for (int64_t h0 = 0; h0 < s.H; h0 += band) {
+            const int64_t h1 = std::min(s.H, h0 + band);
+            for (int64_t ob = 0; ob < blocks; ++ob) {
+              for (int64_t c = c0; c < c1; ++c) {
+                for (int64_t i = 0; i < 3; ++i) {
+                  vf* slot = acc_buf.get() + (((c - c0) * 3 + i) * blocks + ob) * kGwOut * 3;
+                  vf acc[kGwOut][3];
+                  for (int k = 0; k < kGwOut; ++k) {
+                    for (int j = 0; j < 3; ++j) acc[k][j] = slot[k * 3 + j];
+                  }
+                  for (int64_t h = h0; h < h1; ++h) {
+                    const float* xr = xp.get() + n * px.image() + c * px.plane() + (h + i) * px.row_stride;
+                    const float* gr =
+                        gyp.get() + n * pg.image() + ob * kGwOut * pg.plane() + (h + 1) * pg.row_stride + 1;
+                    // Lanes past W read gy's zero padding, so they add nothing.
+                    for (int64_t col = 0; col < s.W; col += kLanes) {
+                      const vf x0 = vload(xr + col), x1 = vload(xr + col + 1), x2 = vload(xr + col + 2);
+#pragma GCC unroll 8
+                      for (int k = 0; k < kGwOut; ++k) {
+                        const vf g = vload(gr + k * pg.plane() + col);
+                        acc[k][0] = vfma(g, x0, acc[k][0]);
+                        acc[k][1] = vfma(g, x1, acc[k][1]);
+                        acc[k][2] = vfma(g, x2, acc[k][2]);
+                      }
+                    }
+                  }
+                  for (int k = 0; k < kGwOut; ++k) {
+                    for (int j = 0; j < 3; ++j) slot[k * 3 + j] = acc[k][j];
+                  }
+                }
+              }
+            }
+          }
+        }
+        for (int64_t c = c0; c < c1; ++c) {
+          for (int64_t i = 0; i < 3; ++i) {
+            for (int64_t ob = 0; ob < blocks; ++ob) {
+              const vf* slot = acc_buf.get() + (((c - c0) * 3 + i) * blocks + ob) * kGwOut * 3;
+              for (int k = 0; k < kGwOut; ++k) {
+                const int64_t o = ob * kGwOut + k;
+                if (o >= s.O) break;
+                for (int64_t j = 0; j < 3; ++j) gw[((o * s.C + c) * 3 + i) * 3 + j] = vsum(slot[k * 3 + j]);
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace hmer::cpu::detail
