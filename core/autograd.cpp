@@ -11,10 +11,13 @@ namespace hmer {
 
 namespace {
 std::atomic<uint64_t> g_next_seq{0};
+std::atomic<uint64_t> g_backward_pass{0};
 thread_local bool g_grad_enabled = true;
 }  // namespace
 
 Node::Node() : seq_(g_next_seq.fetch_add(1)) {}
+
+uint64_t backward_pass_id() { return g_backward_pass.load(std::memory_order_relaxed); }
 
 bool GradMode::is_enabled() { return g_grad_enabled; }
 void GradMode::set_enabled(bool enabled) { g_grad_enabled = enabled; }
@@ -97,6 +100,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph
                " does not match output shape ", shape_str(root.shape()));
   }
 
+  g_backward_pass.fetch_add(1, std::memory_order_relaxed);
   NoGradGuard no_grad;  // gradients are computed without recording (no double backward)
   profiler::PhaseGuard phase("backward");
   const Edge start = gradient_edge(root);

@@ -106,6 +106,10 @@ Edge gradient_edge(const Tensor& t);
 
 void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph);
 
+// Identifies the backward pass running now (a new value at every run_backward; 0 before the first):
+// per-pass gradient state (ChannelConcat's gradient buffer) knows from it whether it is current.
+uint64_t backward_pass_id();
+
 // Sums `grad` down to `shape` over broadcast dimensions (inverse of expand).
 Tensor sum_to_shape(const Tensor& grad, const Shape& shape);
 

@@ -153,6 +153,14 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
 // front; append(part) writes part into the next free channels and returns what cat({result(), part}, 1)
 // would (same values, same autograd graph), as a leading channel slice of that buffer. Only appends
 // are possible, so no earlier result is ever overwritten. conv2d reads such slices in place.
+//
+// The backward mirrors it: the gradients of all results live in one buffer per backward pass, each
+// result's a leading channel slice, each part's the slice the part was written to. conv2d() below
+// adds its input gradient straight into that buffer instead of returning a tensor for the engine to
+// add to the others (the dense block's per-layer gradient sums).
+namespace detail {
+struct ConcatGrad;
+}
 class ChannelConcat {
  public:
   ChannelConcat(const Tensor& first, int64_t capacity);  // first (N, C0, H, W), C0 <= capacity
@@ -160,10 +168,14 @@ class ChannelConcat {
   Tensor result() const { return result_; }
   int64_t channels() const { return filled_; }
   int64_t capacity() const { return buffer_.size(1); }
+  // conv2d(result(), weight, bias, options), the same numbers and graph, except that its backward adds
+  // the gradient of result() into the gradient buffer in place (CPU, float; elsewhere it returns it).
+  Tensor conv2d(const Tensor& weight, const Tensor& bias = Tensor(), const Conv2dOptions& options = {}) const;
 
  private:
   Tensor buffer_, result_;
   int64_t filled_ = 0;
+  std::shared_ptr<detail::ConcatGrad> grad_;
 };
 
 // ---- helpers --------------------------------------------------------------------------------------

@@ -60,7 +60,12 @@ bool images_contiguous(const Tensor& x) {
 
 }  // namespace detail
 
-Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dOptions& options) {
+namespace {
+
+// conv2d, and with a sink (ChannelConcat's gradient state) the variant whose backward adds the input
+// gradient into the sink's buffer of the running pass when there is one, returning none for x.
+Tensor conv2d_impl(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dOptions& options,
+                   std::shared_ptr<detail::ConcatGrad> sink) {
   cpu::Conv2dShape s = detail::conv2d_shape(x_in, w_in, bias_in, options);
   Tensor x = detail::images_contiguous(x_in) ? x_in.detach() : x_in.detach().contiguous();
   if (!x.is_contiguous() && s.N > 1) s.x_batch_stride = x.stride(0);
@@ -73,20 +78,45 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, con
   const bool need_gx = x_in.requires_grad();
   const bool need_gw = w_in.requires_grad();
   const bool need_gb = bias_in.defined() && bias_in.requires_grad();
+  if (!need_gx || !x.device().is_cpu()) sink = nullptr;
   // grad_weight reads x and grad_input reads w: keep only what the wanted gradients need.
   Tensor x_saved = need_gw ? x : Tensor();
   Tensor w_saved = need_gx ? w : Tensor();
   return record_fn(y, "Conv2dBackward", {x_in, w_in, bias_in},
-                   [s, x_saved, w_saved, need_gx, need_gw, need_gb](const Tensor& g_in) {
+                   [s, x_saved, w_saved, need_gx, need_gw, need_gb, sink](const Tensor& g_in) {
                      Tensor g = g_in.contiguous();  // (N, O, OH, OW)
-                     Tensor gx, gw, gb;
-                     if (need_gx) gx = Tensor::empty({s.N, s.C, s.H, s.W}, g.dtype(), g.device());
+                     Tensor gx, gw, gb, into;
+                     cpu::Conv2dShape sb = s;
+                     if (sink != nullptr) {
+                       into = sink->current();
+                       if (into.defined() && (into.size(0) != s.N || into.size(1) < s.C || into.size(2) != s.H ||
+                                              into.size(3) != s.W || into.dtype() != g.dtype())) {
+                         into = Tensor();
+                       }
+                     }
+                     if (into.defined()) {
+                       sb.gx_batch_stride = into.stride(0);
+                       sb.gx_accumulate = true;
+                     } else if (need_gx) {
+                       gx = Tensor::empty({s.N, s.C, s.H, s.W}, g.dtype(), g.device());
+                       into = gx;
+                     }
                      if (need_gw) gw = Tensor::empty({s.O, s.C, s.kh, s.kw}, g.dtype(), g.device());
                      if (need_gb) gb = Tensor::empty({s.O}, g.dtype(), g.device());
                      HMER_DISPATCH_DEVICE("conv2d", g.device(),
-                                          cpu::conv2d_backward(s, x_saved, w_saved, g, gx, gw, gb), HMER_NO_CUDA);
+                                          cpu::conv2d_backward(sb, x_saved, w_saved, g, into, gw, gb), HMER_NO_CUDA);
                      return std::vector<Tensor>{gx, gw, gb};
                    });
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, const Conv2dOptions& options) {
+  return conv2d_impl(x_in, w_in, bias_in, options, nullptr);
+}
+
+Tensor ChannelConcat::conv2d(const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) const {
+  return conv2d_impl(result_, weight, bias, options, grad_);
 }
 
 }  // namespace hmer

@@ -49,4 +49,17 @@ struct ReluDropoutPlan {
 ReluDropoutPlan plan_relu_dropout(double p, bool dropout_training, Generator* generator, const Tensor& x,
                                   bool for_backward);
 
+// ChannelConcat's gradient buffer: the gradient of its channels [0, C) during one backward pass.
+struct ConcatGrad {
+  Tensor buffer;     // (N, C, H, W), contiguous
+  uint64_t pass = 0;  // the backward pass it belongs to (backward_pass_id())
+  // This pass's buffer, or undefined when no result's gradient has arrived yet in this pass.
+  Tensor current() const;
+  // The gradient `grad` (N, C', H, W) of a result with C' channels as channels [0, C') of this pass's
+  // buffer: `grad` itself when it already is that slice (the common case: the next result's backward
+  // handed it down and only in-place conv2d gradients were added), otherwise copied in (the first
+  // gradient of the pass, or one the engine summed from other consumers).
+  Tensor adopt(const Tensor& grad);
+};
+
 }  // namespace hmer::detail

@@ -2,6 +2,7 @@
 // ChannelConcat: the same along channels, appended in place into one buffer.
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/ops_detail.h"
 
 namespace hmer {
 
@@ -65,6 +66,36 @@ void check_channel_part(const char* what, const Tensor& t) {
 
 }  // namespace
 
+namespace detail {
+
+Tensor ConcatGrad::current() const { return buffer.defined() && pass == backward_pass_id() ? buffer : Tensor(); }
+
+Tensor ConcatGrad::adopt(const Tensor& grad) {
+  const int64_t C = grad.size(1);
+  Tensor now = current();
+  if (now.defined() && now.size(1) >= C && now.dtype() == grad.dtype() && now.device() == grad.device()) {
+    Tensor prefix = now.narrow(1, 0, C);
+    const bool same_view = grad.storage() == prefix.storage() && grad.offset() == prefix.offset() &&
+                           grad.shape() == prefix.shape() && grad.strides() == prefix.strides();
+    if (!same_view) prefix.copy_(grad);
+    return prefix;
+  }
+  // The first gradient of the pass (the block output's, a fresh tensor from its consumer) becomes the
+  // buffer itself when nothing else can see it: a copy would hold a second block-wide gradient
+  // while the block's activations are all still alive, the backward's peak.
+  const bool sole_owner = grad.impl_ptr().use_count() == 1 && grad.storage().use_count() == 1;
+  if (sole_owner && grad.is_contiguous() && grad.offset() == 0) {
+    buffer = grad;
+  } else {
+    buffer = Tensor::empty(grad.shape(), grad.dtype(), grad.device());
+    buffer.copy_(grad);
+  }
+  pass = backward_pass_id();
+  return buffer;
+}
+
+}  // namespace detail
+
 ChannelConcat::ChannelConcat(const Tensor& first, int64_t capacity) {
   check_channel_part("the first tensor", first);
   HMER_CHECK(capacity >= first.size(1), "ChannelConcat: capacity ", capacity, " is below the first tensor's ",
@@ -73,6 +104,9 @@ ChannelConcat::ChannelConcat(const Tensor& first, int64_t capacity) {
   filled_ = first.size(1);
   result_ = buffer_.narrow(1, 0, filled_);
   result_.copy_(first);
+  grad_ = std::make_shared<detail::ConcatGrad>();
+  // The first part is the last reader of the buffer in a backward pass: whatever reaches it already
+  // holds every in-place contribution, so it passes on as it is.
   result_ = record_fn(result_, "CatBackward", {first}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
@@ -91,8 +125,9 @@ Tensor ChannelConcat::append(const Tensor& part) {
   const int64_t before = filled_;
   filled_ += g;
   Tensor grown = buffer_.narrow(1, 0, filled_);
-  result_ = record_fn(grown, "CatBackward", {result_, part}, [before, g](const Tensor& grad) {
-    return std::vector<Tensor>{grad.narrow(1, 0, before), grad.narrow(1, before, g)};
+  result_ = record_fn(grown, "CatBackward", {result_, part}, [state = grad_, before, g](const Tensor& grad) {
+    const Tensor all = state->adopt(grad);
+    return std::vector<Tensor>{all.narrow(1, 0, before), all.narrow(1, before, g)};
   });
   return result_;
 }

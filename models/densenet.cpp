@@ -43,16 +43,23 @@ Tensor Bottleneck::bn_relu_dropout(BatchNorm2d& bn, const Tensor& x) {
   return use_dropout_ ? dropout_->forward(out) : out;
 }
 
-Tensor Bottleneck::new_features(const Tensor& x) {
+Tensor Bottleneck::from_conv1(const Tensor& conv1_out) {
   if (memory_efficient_) {
     // The 4·growth-channel activation between conv1 and conv2 is the widest tensor of the layer:
     // recomputed in the backward rather than kept.
     const DropoutArgs a = dropout_args(use_dropout_ ? dropout_.get() : nullptr);
-    Tensor mid = bn1_->forward_relu_dropout_conv(conv1_->forward(x), a.p, a.training, a.gen, *conv2_);
+    Tensor mid = bn1_->forward_relu_dropout_conv(conv1_out, a.p, a.training, a.gen, *conv2_);
     return bn_relu_dropout(*bn2_, mid);
   }
-  Tensor out = bn_relu_dropout(*bn1_, conv1_->forward(x));
+  Tensor out = bn_relu_dropout(*bn1_, conv1_out);
   return bn_relu_dropout(*bn2_, conv2_->forward(out));
+}
+
+Tensor Bottleneck::new_features(const Tensor& x) { return from_conv1(conv1_->forward(x)); }
+
+Tensor Bottleneck::new_features(const ChannelConcat& features) {
+  HMER_CHECK(memory_efficient_, "Bottleneck: new_features(ChannelConcat) is the memory-efficient form");
+  return from_conv1(features.conv2d(conv1_->weight(), conv1_->bias(), conv1_->functional_options()));
 }
 
 Tensor Bottleneck::forward(const Tensor& x) { return cat({x, new_features(x)}, 1); }
@@ -68,7 +75,7 @@ DenseBlock::DenseBlock(int64_t in_channels, int64_t growth_rate, int64_t depth, 
 Tensor DenseBlock::forward(const Tensor& x) {
   if (!memory_efficient_) return Sequential::forward(x);
   ChannelConcat features(x, out_channels_);
-  for (const auto& layer : bottlenecks_) features.append(layer->new_features(features.result()));
+  for (const auto& layer : bottlenecks_) features.append(layer->new_features(features));
   return features.result();
 }
 

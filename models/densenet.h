@@ -23,8 +23,12 @@ class Bottleneck : public UnaryModule {
              bool memory_efficient = false);
   Tensor forward(const Tensor& x) override;  // (N, C, H, W) -> (N, C + growth, H, W)
   Tensor new_features(const Tensor& x);      // (N, C, H, W) -> (N, growth, H, W): forward without the cat
+  // The same from a dense block's concatenation (its result() is x); memory-efficient only: conv1
+  // adds its input gradient into the block's one gradient buffer (ChannelConcat::conv2d).
+  Tensor new_features(const ChannelConcat& features);
 
  private:
+  Tensor from_conv1(const Tensor& conv1_out);
   Tensor bn_relu_dropout(BatchNorm2d& bn, const Tensor& x);
   std::shared_ptr<BatchNorm2d> bn1_, bn2_;
   std::shared_ptr<Conv2d> conv1_, conv2_;

@@ -7,6 +7,7 @@
 #include "core/allocator.h"
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "tests/testing.h"
 
 using namespace hmer;
@@ -241,6 +242,85 @@ TEST(ChannelConcat, MatchesTheCatChainInOneBuffer) {
         return mul(c.result(), c.result());
       },
       {leaf({2, 2, 3, 1}, 6), leaf({2, 3, 3, 1}, 7)}));
+}
+
+// ChannelConcat::conv2d (a dense block's conv1 reading the growing prefix) adds its input gradient
+// straight into the block's gradient buffer. The chain must give the same numbers as conv2d on
+// result(): bit for bit for 1x1 convs (the GEMM adds into the buffer), to rounding for 3x3 (col2im
+// adds), the same again in a second pass (a new buffer per backward pass), and the backward must run
+// no gradient sums for the prefixes: the profiler counts the engine's adds.
+TEST(ChannelConcat, Conv2dAddsItsInputGradientIntoTheBuffer) {
+  for (const int64_t k : {1, 3}) {
+    const std::string tag = std::to_string(k) + "x" + std::to_string(k);
+    const Tensor x0 = rand_tensor({2, 4, 5, 6}, 51, -1, 1, DType::Float32);
+    std::vector<Tensor> ws;
+    for (int i = 0; i < 3; ++i) ws.push_back(rand_tensor({3, 4 + 3 * i, k, k}, 52 + i, -0.5, 0.5, DType::Float32));
+    const Conv2dOptions o{{1, 1}, {k / 2, k / 2}, {1, 1}};
+    const Tensor r = rand_tensor({2, 13, 5, 6}, 55, -1, 1, DType::Float32);
+    // Three layers: new = tanh(conv(prefix)), appended; the loss reads the full result.
+    auto run = [&](bool in_place, bool retain, std::vector<Tensor>& grads, int64_t* backward_adds) {
+      Tensor x = x0.detach().clone();
+      x.set_requires_grad(true);
+      std::vector<Tensor> w;
+      for (const Tensor& wi : ws) w.push_back(wi.detach().clone().set_requires_grad(true));
+      ChannelConcat cc(x, 13);
+      for (int i = 0; i < 3; ++i) {
+        Tensor y = in_place ? cc.conv2d(w[i], Tensor(), o) : conv2d(cc.result(), w[i], Tensor(), o);
+        cc.append(tanh(y));
+      }
+      // With retain_grad the full result's gradient is also held by the user: the buffer must then
+      // be a copy, and the retained gradient must not see the in-place additions.
+      Tensor full = cc.result();
+      if (retain) full.retain_grad();
+      const Tensor loss = sum(mul(full, r));
+      profiler::reset();
+      profiler::set_enabled(true);
+      loss.backward();
+      profiler::set_enabled(false);
+      *backward_adds = 0;
+      for (const auto& e : profiler::entries()) {
+        if (e.phase == "backward" && e.name == "add") *backward_adds += e.calls;
+      }
+      grads = {x.grad()};
+      for (const Tensor& wi : w) grads.push_back(wi.grad());
+      if (retain) grads.push_back(full.grad());
+    };
+    std::vector<Tensor> plain, in_place, again, plain_kept, kept;
+    int64_t adds_plain = 0, adds_in_place = 0, adds_again = 0, adds_kept = 0;
+    run(false, false, plain, &adds_plain);
+    run(true, false, in_place, &adds_in_place);
+    run(true, false, again, &adds_again);
+    run(false, true, plain_kept, &adds_kept);
+    run(true, true, kept, &adds_kept);
+    EXPECT_EQ(adds_kept, 0) << tag;
+    for (size_t i = 0; i < kept.size(); ++i) {
+      EXPECT_TRUE(bitwise_equal(kept[i], i < in_place.size() ? in_place[i] : plain_kept[i],
+                                tag + " with retain_grad, grad " + std::to_string(i)));
+    }
+    EXPECT_EQ(adds_plain, 3) << tag;  // each prefix's conv gradient + the next result's slice
+    EXPECT_EQ(adds_in_place, 0) << tag;
+    EXPECT_EQ(adds_again, 0) << tag;
+    for (size_t i = 0; i < plain.size(); ++i) {
+      const std::string what = tag + " grad " + std::to_string(i);
+      EXPECT_TRUE(bitwise_equal(again[i], in_place[i], what + ", second pass"));
+      if (k == 1) {
+        EXPECT_TRUE(bitwise_equal(in_place[i], plain[i], what));
+      } else {
+        // col2im adds its 9 taps into the buffer one by one, where the plain path sums them first
+        // (and in another kernel) and then adds: a few ulp apart.
+        EXPECT_TRUE(all_close(in_place[i], plain[i], tol::kConvGrad, "channel_concat.conv2d " + what));
+      }
+    }
+  }
+  // float64 finite differences through the in-place gradient
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& in) {
+        ChannelConcat c(in[0], 7);
+        c.append(tanh(c.conv2d(in[1], Tensor(), Conv2dOptions{{1, 1}, {1, 1}, {1, 1}})));
+        c.append(c.conv2d(in[2]));
+        return c.result();
+      },
+      {leaf({2, 3, 4, 3}, 56), leaf({2, 3, 3, 3}, 57), leaf({2, 5, 1, 1}, 58)}));
 }
 
 TEST(ChannelConcat, RejectsOverflowAndMismatchedParts) {
