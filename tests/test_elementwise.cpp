@@ -209,6 +209,26 @@ TEST(StridedElementwise, RunsAndCursorMatchContiguousCopies) {
   }
 }
 
+// A per-(batch, channel) value broadcast over long trailing runs (the attention's query (B, A, 1, 1)
+// added to (B, A, H, W)) goes run by run with one scalar per run, on either side and also when the
+// full operand is itself a channel slice: the same bits as on contiguous copies.
+TEST(StridedElementwise, ScalarPerRunBroadcastMatchesContiguousCopies) {
+  const Tensor full = rand_tensor({3, 6, 5, 7}, 33, -1, 1, DType::Float32);
+  const Tensor wide = rand_tensor({3, 9, 5, 7}, 34, -1, 1, DType::Float32);
+  const Tensor q = rand_tensor({3, 6, 1, 1}, 35, 0.5, 2, DType::Float32);
+  const Tensor row = rand_tensor({3, 6, 5, 1}, 36, 0.5, 2, DType::Float32);  // runs of 7 < 16: the cursor
+  for (const Tensor& x : {full, wide.narrow(1, 2, 6)}) {
+    const std::string tag = x.is_contiguous() ? "contiguous" : "channel slice";
+    const Tensor xe = contiguous_copy(x), qe = contiguous_copy(q.expand(x.shape()));
+    const Tensor re = contiguous_copy(row.expand(x.shape()));
+    EXPECT_TRUE(bitwise_equal(add(x, q), add(xe, qe), "add x + q " + tag));
+    EXPECT_TRUE(bitwise_equal(add(q, x), add(qe, xe), "add q + x " + tag));
+    EXPECT_TRUE(bitwise_equal(sub(q, x), sub(qe, xe), "sub q - x " + tag));
+    EXPECT_TRUE(bitwise_equal(div(x, q), div(xe, qe), "div x / q " + tag));
+    EXPECT_TRUE(bitwise_equal(mul(row, x), mul(re, xe), "mul row * x " + tag));
+  }
+}
+
 // DenseNet's chain x = cat({x, new}, 1), appended in place: the same values and gradients as the
 // chain of cats, every result a leading slice of one buffer, and no earlier result disturbed.
 TEST(ChannelConcat, MatchesTheCatChainInOneBuffer) {

@@ -104,10 +104,46 @@ void binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor&
           }
         }
       };
+      if ((ac && bc) || (ac && bs) || (as && bc)) {
+        parallel_for(n, kElementwiseGrain, by_element);
+        return 0;
+      }
+      // One operand contiguous over long trailing runs, the other constant along them (a per-channel
+      // value broadcast over H x W: the attention's query added to its (B, A, H, W) terms at every
+      // decoder step): a scalar per run instead of the per-element cursor.
+      auto broadcast_runs = [&](const Tensor& full, const Tensor& each, bool full_first) {
+        const Shape& shape = out.shape();
+        int64_t d = static_cast<int64_t>(shape.size()), run = 1;
+        while (d > 0 && (shape[d - 1] == 1 || (full.strides()[d - 1] == run && each.strides()[d - 1] == 0))) {
+          run *= shape[d - 1];
+          --d;
+        }
+        if (run < kMinRun || d == static_cast<int64_t>(shape.size())) return false;
+        const Shape outer(shape.begin(), shape.begin() + d);
+        const Shape fs(full.strides().begin(), full.strides().begin() + d);
+        const Shape es(each.strides().begin(), each.strides().begin() + d);
+        const scalar_t* fp = full.data_ptr<scalar_t>();
+        const scalar_t* ep = each.data_ptr<scalar_t>();
+        parallel_for(shape_numel(outer), std::max<int64_t>(1, kElementwiseGrain / run), [&](int64_t lo, int64_t hi) {
+          StridedCursor cf(outer, fs, lo), ce(outer, es, lo);
+          for (int64_t k = lo; k < hi; ++k, cf.next(), ce.next()) {
+            const scalar_t* fr = fp + cf.offset();
+            const scalar_t v = ep[ce.offset()];
+            scalar_t* orow = op_ + k * run;
+            if (full_first) {
+              for (int64_t i = 0; i < run; ++i) orow[i] = f(fr[i], v);
+            } else {
+              for (int64_t i = 0; i < run; ++i) orow[i] = f(v, fr[i]);
+            }
+          }
+        });
+        return true;
+      };
+      if (broadcast_runs(a, b, true) || broadcast_runs(b, a, false)) return 0;
       // Views made of long contiguous runs (channel slices: the backward's gradient sums in a dense
       // block) go run by run; the rest element by element.
       const ContiguousRuns runs = contiguous_runs(out.shape(), {&a.strides(), &b.strides()});
-      if ((ac && bc) || (ac && bs) || (as && bc) || runs.run < kMinRun) {
+      if (runs.run < kMinRun) {
         parallel_for(n, kElementwiseGrain, by_element);
         return 0;
       }
