@@ -20,6 +20,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include "apps/commands.h"
+#include "core/allocator.h"
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/profiler.h"
@@ -356,6 +360,23 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   if (!skip_decode) j["decode_gflops_per_s"] = decode_gflop / j["decode_s"].get<double>();
   j["peak_rss_mib"] = peak_rss_mib();
+  // The high-water mark of live tensor bytes (the allocator's count): RSS minus this is the heap's
+  // fragmentation and everything that is not a tensor.
+#if defined(HMER_WITH_TCMALLOC)
+  j["malloc"] = "tcmalloc_minimal";
+#elif defined(__GLIBC__)
+  j["malloc"] = "glibc";
+  {
+    // Where the RSS that is not live tensors sits: malloc's heap (all arenas), in use and free.
+    const struct mallinfo2 mi = mallinfo2();
+    const double mib = 1024.0 * 1024.0;
+    j["malloc_heap_mib"] = static_cast<double>(mi.arena) / mib;
+    j["malloc_mmapped_mib"] = static_cast<double>(mi.hblkhd) / mib;
+    j["malloc_in_use_mib"] = static_cast<double>(mi.uordblks) / mib;
+    j["malloc_free_mib"] = static_cast<double>(mi.fordblks) / mib;
+  }
+#endif
+  j["peak_live_tensor_mib"] = static_cast<double>(get_allocator(Device::cpu())->stats().peak_bytes) / (1024.0 * 1024.0);
 
   std::cout << "\ntrain_step_s " << (j["train_step_s"].is_null() ? std::string("-") : j["train_step_s"].dump())
             << "  decode_s " << (j["decode_s"].is_null() ? std::string("-") : j["decode_s"].dump()) << "  peak_rss_mib "

@@ -1,10 +1,12 @@
 // The hmer command-line tool: one binary, subcommands dispatched from a table.
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "apps/commands.h"
+#include "core/allocator.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/version.h"
@@ -34,6 +36,13 @@ int main(int argc, char** argv) {
               << ")\n";
     return 0;
   }
+#ifndef HMER_WITH_TCMALLOC
+  // Training frees and re-allocates the same large tensors every step: without tcmalloc, keep them
+  // in the process (HMER_KEEP_FREED_MEMORY=0 leaves glibc's defaults, for A/B measurements).
+  if (const char* keep = std::getenv("HMER_KEEP_FREED_MEMORY"); keep == nullptr || std::strcmp(keep, "0") != 0) {
+    hmer::keep_freed_host_memory();
+  }
+#endif
   for (const auto& c : hmer::app::commands()) {
     if (args[0] == c.name) {
       try {

@@ -1,7 +1,12 @@
 #include "core/allocator.h"
 
 #include <cstdlib>
+#include <limits>
 #include <new>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "core/error.h"
 #include "core/storage.h"
@@ -44,6 +49,14 @@ void CpuAllocator::deallocate(void* ptr, size_t nbytes) {
   if (ptr == nullptr) return;
   std::free(ptr);
   note_free(nbytes);
+}
+
+bool keep_freed_host_memory() {
+#if defined(__GLIBC__)
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+#else
+  return false;
+#endif
 }
 
 namespace {

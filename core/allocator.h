@@ -47,6 +47,15 @@ class CpuAllocator : public CountingAllocator {
   void deallocate(void* ptr, size_t nbytes) override;
 };
 
+// Makes glibc's malloc keep the host memory hmer frees for its next allocations instead of handing
+// it back to the kernel: no mmap for large blocks (M_MMAP_MAX 0), no trimming of the heap top
+// (M_TRIM_THRESHOLD at its maximum). A training step frees and re-allocates the same large tensors
+// every step; given back, each comes back as fresh pages, and on this machine (a VM) faulting them
+// in again made CAN's 200 x 800 step 7.4 to 12 s instead of a steady 7.4 (docs/performance.md).
+// The CLI calls it at start-up; peak RSS stays the high-water mark of live memory plus the heap's
+// fragmentation. Returns false when malloc refused a setting (not glibc).
+bool keep_freed_host_memory();
+
 // The allocator used for new storages on `device`. CUDA's is registered by the CUDA backend.
 Allocator* get_allocator(Device device);
 // Replaces the allocator for a device type (returns the previous one). Not thread-safe against

@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev     # safetensors headers, JSON reports
   libopencv-dev          # image decoding/encoding and resizing (data pipeline)
   hershey-fonts-data     # vector stroke glyphs for the built-in synthetic handwriting
+  libgoogle-perftools-dev  # tcmalloc_minimal for the hmer CLI (steady large-tensor reuse, low RSS)
   libgtest-dev googletest
   python3-torch python3-numpy   # PyTorch reference scripts (run with /usr/bin/python3)
 )

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/allocator.h"
 #include "core/ops.h"
 #include "tests/testing.h"
 
@@ -126,4 +127,16 @@ TEST(Autograd, LeafUsedByManyOpsGetsEveryContribution) {
   x.set_requires_grad(true);
   add(mul(x, 3.0), mul(x, 2.0)).backward(Tensor::ones({1}, DType::Float64));
   EXPECT_EQ(x.grad().item<double>(), 5.0);
+}
+
+// The CLI's malloc policy without tcmalloc (core/allocator.h): glibc must accept both settings, and
+// memory freed afterwards must still come back for new tensors (values intact).
+TEST(HostMemory, KeepFreedHostMemoryIsAcceptedByGlibc) {
+#if defined(__GLIBC__)
+  EXPECT_TRUE(keep_freed_host_memory());
+#endif
+  for (int round = 0; round < 3; ++round) {
+    Tensor big = Tensor::full({64, 1024, 1024}, 1.5);  // 256 MiB: above glibc's default mmap threshold
+    EXPECT_EQ(big.data_ptr<float>()[big.numel() - 1], 1.5f);
+  }
 }
