@@ -299,6 +299,16 @@ TEST(Conv2dThreads, SingleImagePointwiseSplitsColumns) {
       EXPECT_TRUE(all_close(conv2d(x, w, b), ref.to(DType::Float32), tol::kConv, "conv2d.pointwise_split " + tag));
     }
   }
+  // The stem's one-channel 7x7 stride-2 conv at batch 1 splits its column matrix by rows instead.
+  const Tensor img = rand_tensor({1, 1, 60, 90}, 44, 0, 1, DType::Float32);
+  const Tensor ws = rand_tensor({48, 1, 7, 7}, 45, -0.2, 0.2, DType::Float32);
+  const Conv2dOptions stem{{2, 2}, {3, 3}, {1, 1}};
+  const Tensor ref = conv2d(img.to(DType::Float64), ws.to(DType::Float64), Tensor(), stem);
+  for (int threads : {1, 2}) {
+    ThreadCount tc(threads);
+    EXPECT_TRUE(all_close(conv2d(img, ws, Tensor(), stem), ref.to(DType::Float32), tol::kConv,
+                          "conv2d.stem_rows threads " + std::to_string(threads)));
+  }
 }
 
 // A channel slice of a wider buffer (ChannelConcat's results) is read in place: images lie further

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +28,10 @@
 #include "optim/sgd.h"
 #include "optim/what_moved.h"
 #include "tests/testing.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 using namespace hmer;
 using namespace hmer::optim;
@@ -969,4 +974,42 @@ TEST(OptimValidation, ParamsAndGrads) {
   EXPECT_FALSE(p.grad().defined());
   opt.step();  // no gradient: skipped, state unchanged
   EXPECT_EQ(opt.state(0, 0)->step, 1);
+}
+
+// The global norm of a gradient larger than one partial-sum chunk (several tensors, 300k elements in
+// all): the same bits on 1 and 2 threads, within double rounding of a long-double sum, and the clip
+// scales by the float32 coefficient torch computes from it.
+TEST(ClipGradNorm, GlobalNormIsThreadIndependentAndExact) {
+  std::vector<Tensor> params;
+  long double exact = 0;
+  for (int i = 0; i < 3; ++i) {
+    Tensor p = Tensor::zeros({100003 + 7 * i}, DType::Float32);
+    p.set_requires_grad(true);
+    Tensor g = hmer::test::rand_tensor({100003 + 7 * i}, 70 + i, -3, 3, DType::Float32);
+    for (float v : g.to_vector<float>()) exact += static_cast<long double>(v) * v;
+    p.set_grad(g);
+    params.push_back(p);
+  }
+  const double want = std::sqrt(static_cast<double>(exact));
+  std::vector<double> norms;
+  for (int threads : {1, 2}) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    std::vector<Tensor> copies;
+    for (const Tensor& p : params) {
+      Tensor c = p.detach().clone();
+      c.set_requires_grad(true);
+      c.set_grad(p.grad().clone());
+      copies.push_back(c);
+    }
+    norms.push_back(optim::clip_grad_norm_torch(copies, 1.0));
+    const float coef = std::min(1.0f, (1.0f / (static_cast<float>(norms.back()) + 1e-6f)) * 1.0f);
+    EXPECT_EQ(copies[1].grad().to_vector<float>()[5], params[1].grad().to_vector<float>()[5] * coef);
+  }
+#ifdef _OPENMP
+  omp_set_num_threads(omp_get_num_procs());
+#endif
+  EXPECT_EQ(std::bit_cast<uint64_t>(norms[0]), std::bit_cast<uint64_t>(norms[1]));
+  EXPECT_NEAR(norms[0], want, want * 1e-13);
 }

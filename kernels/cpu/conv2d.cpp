@@ -29,38 +29,53 @@ Range valid_range(int64_t off, int64_t stride, int64_t in, int64_t out) {
   return {lo, hi};
 }
 
+// One row of the column matrix: tap (i, j) of one input channel xc (H, W), written to row (OH*OW).
+template <class T>
+void im2col_tap(const Conv2dShape& s, const T* xc, T* row, int64_t i, int64_t j) {
+  const int64_t L = s.OH * s.OW;
+  const int64_t ioff = i * s.dh - s.ph;
+  const Range rh = valid_range(ioff, s.sh, s.H, s.OH);
+  const int64_t joff = j * s.dw - s.pw;
+  const Range rw = valid_range(joff, s.sw, s.W, s.OW);
+  std::fill(row, row + rh.lo * s.OW, T(0));
+  for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
+    T* r = row + oh * s.OW;
+    const int64_t base = (oh * s.sh + ioff) * s.W + joff;  // input index of ow = 0
+    std::fill(r, r + rw.lo, T(0));
+    if (s.sw == 1) {
+      std::copy(xc + base + rw.lo, xc + base + rw.hi, r + rw.lo);
+    } else {
+      for (int64_t ow = rw.lo; ow < rw.hi; ++ow) r[ow] = xc[base + ow * s.sw];
+    }
+    std::fill(r + rw.hi, r + s.OW, T(0));
+  }
+  std::fill(row + rh.hi * s.OW, row + L, T(0));
+}
+
 // col (C*kh*kw, OH*OW) rows of channels [c0, c1) from one image xi (C, H, W). With cbase and
 // row_stride, channel cbase's first row is col's row 0 and rows lie row_stride apart (a block of
 // columns inside a wider matrix).
 template <class T>
 void im2col(const Conv2dShape& s, const T* xi, T* col, int64_t c0, int64_t c1, int64_t cbase = 0,
             int64_t row_stride = 0) {
-  const int64_t L = s.OH * s.OW;
-  const int64_t ld = row_stride > 0 ? row_stride : L;
+  const int64_t ld = row_stride > 0 ? row_stride : s.OH * s.OW;
   for (int64_t c = c0; c < c1; ++c) {
-    const T* xc = xi + c * s.H * s.W;
     for (int64_t i = 0; i < s.kh; ++i) {
-      const int64_t ioff = i * s.dh - s.ph;
-      const Range rh = valid_range(ioff, s.sh, s.H, s.OH);
       for (int64_t j = 0; j < s.kw; ++j) {
-        const int64_t joff = j * s.dw - s.pw;
-        const Range rw = valid_range(joff, s.sw, s.W, s.OW);
-        T* row = col + (((c - cbase) * s.kh + i) * s.kw + j) * ld;
-        std::fill(row, row + rh.lo * s.OW, T(0));
-        for (int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-          T* r = row + oh * s.OW;
-          const int64_t base = (oh * s.sh + ioff) * s.W + joff;  // input index of ow = 0
-          std::fill(r, r + rw.lo, T(0));
-          if (s.sw == 1) {
-            std::copy(xc + base + rw.lo, xc + base + rw.hi, r + rw.lo);
-          } else {
-            for (int64_t ow = rw.lo; ow < rw.hi; ++ow) r[ow] = xc[base + ow * s.sw];
-          }
-          std::fill(r + rw.hi, r + s.OW, T(0));
-        }
-        std::fill(row + rh.hi * s.OW, row + L, T(0));
+        im2col_tap(s, xi + c * s.H * s.W, col + (((c - cbase) * s.kh + i) * s.kw + j) * ld, i, j);
       }
     }
+  }
+}
+
+// The same for rows [r0, r1) of the column matrix (channel-major, then taps): splits an image with
+// fewer channels than threads (the stem's one-channel 7x7 conv at batch 1).
+template <class T>
+void im2col_rows(const Conv2dShape& s, const T* xi, T* col, int64_t r0, int64_t r1) {
+  const int64_t taps = s.kh * s.kw, L = s.OH * s.OW;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / taps, t = r % taps;
+    im2col_tap(s, xi + c * s.H * s.W, col + r * L, t / s.kw, t % s.kw);
   }
 }
 
@@ -225,7 +240,10 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   auto col = make_buffer<T>(pointwise ? 0 : K * L);
   for (int64_t n = 0; n < s.N; ++n) {
     const T* xn = x + n * in_img;
-    if (!pointwise) {
+    if (!pointwise && s.C < num_threads()) {
+      parallel_for(K, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, L)),
+                   [&](int64_t r0, int64_t r1) { im2col_rows(s, xn, col.get(), r0, r1); });
+    } else if (!pointwise) {
       parallel_for(s.C, channel_grain(s), [&](int64_t c0, int64_t c1) { im2col(s, xn, col.get(), c0, c1); });
     }
     gemm_image(n, pointwise ? xn : col.get());
