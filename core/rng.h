@@ -60,8 +60,10 @@ inline void philox_blocks(uint64_t seed, uint64_t first_counter, uint32_t (&out)
   }
   uint64_t k0 = seed & kLow, k1 = seed >> 32;
   for (int r = 0; r < 10; ++r) {
-    // Kept rolled: fully unrolled, GCC vectorises only fragments of it.
+    // Kept rolled: fully unrolled, GCC vectorises only fragments of it. (nvcc does not know the pragma.)
+#if !defined(__CUDACC__)
 #pragma GCC unroll 1
+#endif
     for (int j = 0; j < kPhiloxBatch; ++j) {
       const uint64_t p0 = M0 * c0[j], p1 = M1 * c2[j];  // < 2^64: the exact 32x32 products
       const uint64_t n0 = (p1 >> 32) ^ c1[j] ^ k0;
