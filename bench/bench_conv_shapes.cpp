@@ -5,6 +5,9 @@
 // It says which convolutions a step's conv time goes to, and is the A/B harness for conv kernels.
 // Usage: bench_conv_shapes [batch=8] [height=120] [width=480] [tokens=30] [runs=5]
 // With batch 1 and "decode" as a sixth argument it times the forward only (greedy decoding).
+// HMER_BENCH_NO_DIRECT=1 routes the 3x3 growth convs through im2col + GEMM (A/B of the direct kernel);
+// HMER_BENCH_GEMM_CASE=1 adds the block-1 3x3 conv's GEMM alone (a 1x1 conv with its 864 column rows as
+// channels), which showed that GEMM, not im2col, was what made the im2col path slow.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -77,7 +80,9 @@ int main(int argc, char** argv) {
   if (const char* e = std::getenv("HMER_BENCH_NO_DIRECT"); e != nullptr && std::strcmp(e, "1") == 0) {
     cpu::set_direct_conv3x3(false);
   }
-  if (std::getenv("EXTRA")) cases.push_back({"gemm-only 1x1 864->24", shape(N, 864, hb1, wb1, 24, 1, 1, 0), 16, true});
+  if (const char* e = std::getenv("HMER_BENCH_GEMM_CASE"); e != nullptr && std::strcmp(e, "1") == 0) {
+    cases.push_back({"gemm-only 1x1 864->24", shape(N, 864, hb1, wb1, 24, 1, 1, 0), 16, true});
+  }
   cases.push_back({"count 3x3 684->512", shape(N, 684, hb3, wb3, 512, 3, 1, 1), 1, true});
   cases.push_back({"count 5x5 684->512", shape(N, 684, hb3, wb3, 512, 5, 1, 2), 1, true});
   cases.push_back({"count 1x1 512->111", shape(N, 512, hb3, wb3, 111, 1, 1, 0), 2, true});
