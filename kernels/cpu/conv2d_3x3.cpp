@@ -82,17 +82,6 @@ struct PaddedPlanes {
 
 PaddedPlanes padded_planes(int64_t C, int64_t H, int64_t W) { return {C, H + 2, round_up(W, kGroup) + 2}; }
 
-// dst (C, rows, row_stride) channels [c0, c1) from src (C, H, W); channels >= C (block rounding) zero.
-void pad_copy(const PaddedPlanes& p, const float* src, int64_t C, int64_t H, int64_t W, float* dst, int64_t c0,
-              int64_t c1) {
-  for (int64_t c = c0; c < c1; ++c) {
-    float* d = dst + c * p.plane();
-    std::fill(d, d + p.plane(), 0.0f);
-    if (c >= C) continue;
-    for (int64_t h = 0; h < H; ++h) std::copy(src + (c * H + h) * W, src + (c * H + h + 1) * W, d + (h + 1) * p.row_stride + 1);
-  }
-}
-
 // One output row of kFwdOut channels: out[k][ow] = bias[k] + sum over c, i, j of
 // wt[(c * 9 + i * 3 + j) * kFwdOut + k] * xp[c][oh + i][ow + j]. Rows of out[k] that are null (the
 // block's channels past the real count) are not stored.
@@ -137,26 +126,28 @@ void forward_row(const float* xp, const PaddedPlanes& p, const float* wt, const 
   }
 }
 
-// y (N, O, H, W) = the 3x3 conv of the padded images xp (N, p.channels, ...) with weights wt laid out
-// as (O blocks, C, 3, 3, kFwdOut) [+ bias]; one task per (image, channel block, output row).
-void forward_all(const PaddedPlanes& p, const float* xp, int64_t N, const float* wt, const float* bias, int64_t O,
-                 int64_t H, int64_t W, float* y) {
-  const int64_t blocks = (O + kFwdOut - 1) / kFwdOut;
-  const int64_t tasks = N * blocks * H;
-  const int64_t macs_per_task = kFwdOut * p.channels * 9 * W;
-  parallel_for(tasks, std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, macs_per_task)),
-               [&](int64_t t0, int64_t t1) {
-                 for (int64_t t = t0; t < t1; ++t) {
-                   const int64_t n = t / (blocks * H), ob = (t / H) % blocks, oh = t % H;
-                   float* out[kFwdOut];
-                   for (int k = 0; k < kFwdOut; ++k) {
-                     const int64_t o = ob * kFwdOut + k;
-                     out[k] = o < O ? y + ((n * O + o) * H + oh) * W : nullptr;
-                   }
-                   forward_row(xp + n * p.image(), p, wt + ob * p.channels * 9 * kFwdOut,
-                               bias != nullptr ? bias + ob * kFwdOut : nullptr, oh, W, out);
-                 }
-               });
+template <class T>
+std::unique_ptr<T[]> buffer(int64_t n) {
+  return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+}
+
+// Weights as (output blocks, input channels, 3, 3, kFwdOut), zero past the real outputs, so one
+// broadcast after another walks memory in order; tap(o, c, t) is output o's weight for input c, tap t.
+template <class Tap>
+std::unique_ptr<float[]> blocked_weights(int64_t outs, int64_t ins, const Tap& tap) {
+  const int64_t blocks = (outs + kFwdOut - 1) / kFwdOut;
+  auto wt = buffer<float>(blocks * ins * 9 * kFwdOut);
+  for (int64_t ob = 0; ob < blocks; ++ob) {
+    for (int64_t c = 0; c < ins; ++c) {
+      for (int64_t t = 0; t < 9; ++t) {
+        for (int k = 0; k < kFwdOut; ++k) {
+          const int64_t o = ob * kFwdOut + k;
+          wt[((ob * ins + c) * 9 + t) * kFwdOut + k] = o < outs ? tap(o, c, t) : 0.0f;
+        }
+      }
+    }
+  }
+  return wt;
 }
 
 // Padded rows [first, first + count) of one (H, W) plane into dst (rows row_stride apart): padded
@@ -180,9 +171,10 @@ void pad_rows(const float* plane, int64_t H, int64_t W, int64_t first, int64_t c
 // 96 channels at 30 x 120) stay in L2 between the copy and the kernel.
 constexpr int64_t kRowsPerTask = 8;
 
-// forward_all on unpadded images x (N, C, H, W; images x_stride apart): each task pads the input
-// rows its block of output rows reads into a buffer of its own, so the padded copy is written to
-// cache instead of to memory and read back (one pass over the input less).
+// y (N, O, H, W) = the 3x3 conv of the images x (N, C, H, W; images x_stride apart) with weights wt
+// laid out by blocked_weights [+ bias]. One task per (image, block of kRowsPerTask output rows): it
+// pads the input rows it reads into a buffer of its own, so the padded copy is written to cache
+// instead of to memory and read back (one pass over the input less).
 void forward_unpadded(const float* x, int64_t x_stride, int64_t N, int64_t C, int64_t H, int64_t W, const float* wt,
                       const float* bias, int64_t O, float* y) {
   const int64_t blocks = (O + kFwdOut - 1) / kFwdOut;
@@ -216,12 +208,9 @@ void forward_unpadded(const float* x, int64_t x_stride, int64_t N, int64_t C, in
   });
 }
 
-template <class T>
-std::unique_ptr<T[]> buffer(int64_t n) {
-  return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
-}
 
-// Pads all N images (images src_stride apart) into one buffer, in parallel over (image, channel).
+// Pads all N images (images src_stride apart) into one buffer, in parallel over (image, channel);
+// the buffer's channels past C (p rounds them up to a block) are zeros.
 std::unique_ptr<float[]> pad_images(const PaddedPlanes& p, const float* src, int64_t src_stride, int64_t N, int64_t C,
                                     int64_t H, int64_t W) {
   auto dst = buffer<float>(N * p.image());
@@ -229,7 +218,12 @@ std::unique_ptr<float[]> pad_images(const PaddedPlanes& p, const float* src, int
                [&](int64_t b, int64_t e) {
                  for (int64_t t = b; t < e; ++t) {
                    const int64_t n = t / p.channels, c = t % p.channels;
-                   pad_copy(p, src + n * src_stride, C, H, W, dst.get() + n * p.image(), c, c + 1);
+                   float* d = dst.get() + n * p.image() + c * p.plane();
+                   if (c < C) {
+                     pad_rows(src + n * src_stride + c * H * W, H, W, 0, p.rows, d, p.row_stride);
+                   } else {
+                     std::fill(d, d + p.plane(), 0.0f);  // channels past C (block rounding)
+                   }
                  }
                });
   return dst;
@@ -243,57 +237,24 @@ bool conv3x3_direct_applies(const Conv2dShape& s) {
 }
 
 void conv3x3_direct_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y) {
-  // wt (O blocks, C, 3, 3, kFwdOut), zero past O, so one broadcast walks memory in order.
-  const int64_t blocks = (s.O + kFwdOut - 1) / kFwdOut;
-  auto wt = buffer<float>(blocks * s.C * 9 * kFwdOut);
-  for (int64_t ob = 0; ob < blocks; ++ob) {
-    for (int64_t c = 0; c < s.C; ++c) {
-      for (int64_t t = 0; t < 9; ++t) {
-        for (int k = 0; k < kFwdOut; ++k) {
-          const int64_t o = ob * kFwdOut + k;
-          wt[((ob * s.C + c) * 9 + t) * kFwdOut + k] = o < s.O ? w[(o * s.C + c) * 9 + t] : 0.0f;
-        }
-      }
-    }
-  }
+  const auto wt = blocked_weights(s.O, s.C, [&](int64_t o, int64_t c, int64_t t) { return w[(o * s.C + c) * 9 + t]; });
   forward_unpadded(x, s.x_image_stride(), s.N, s.C, s.H, s.W, wt.get(), bias, s.O, y);
 }
 
 void conv3x3_direct_backward(const Conv2dShape& s, const float* x, const float* w, const float* gy, float* gx,
                              float* gw) {
-  if (gx == nullptr && gw == nullptr) return;
-  // gy padded like an input, its channels rounded up to the weight gradient's block with zeros.
-  const PaddedPlanes pg = padded_planes(round_up(s.O, kGwOut), s.H, s.W);
-  auto gyp = pad_images(pg, gy, s.O * s.H * s.W, s.N, s.O, s.H, s.W);
-
   if (gx != nullptr) {
-    // gx[c][h][w] = sum over o, i, j of w[o][c][2 - i][2 - j] * gyp[o][h + i][w + j]: the same
-    // kernel with the roles of the channels swapped and the taps flipped.
-    const PaddedPlanes pin{s.O, pg.rows, pg.row_stride};  // only the real channels of gyp are read
-    const int64_t blocks = (s.C + kFwdOut - 1) / kFwdOut;
-    auto wt = buffer<float>(blocks * s.O * 9 * kFwdOut);
-    for (int64_t cb = 0; cb < blocks; ++cb) {
-      for (int64_t o = 0; o < s.O; ++o) {
-        for (int64_t t = 0; t < 9; ++t) {
-          for (int k = 0; k < kFwdOut; ++k) {
-            const int64_t c = cb * kFwdOut + k;
-            wt[((cb * s.O + o) * 9 + t) * kFwdOut + k] = c < s.C ? w[(o * s.C + c) * 9 + (8 - t)] : 0.0f;
-          }
-        }
-      }
-    }
-    // Images of gyp lie pg.image() apart; forward_all walks them with pin.image() == that only
-    // when the channel counts agree, so hand it a view per image when they do not.
-    if (pin.image() == pg.image()) {
-      forward_all(pin, gyp.get(), s.N, wt.get(), nullptr, s.C, s.H, s.W, gx);
-    } else {
-      for (int64_t n = 0; n < s.N; ++n) {
-        forward_all(pin, gyp.get() + n * pg.image(), 1, wt.get(), nullptr, s.C, s.H, s.W, gx + n * s.C * s.H * s.W);
-      }
-    }
+    // gx[c][h][w] = sum over o, i, j of w[o][c][2 - i][2 - j] * gy padded [o][h + i][w + j]: the
+    // forward kernel with the roles of the channels swapped and the taps flipped.
+    const auto wt =
+        blocked_weights(s.C, s.O, [&](int64_t c, int64_t o, int64_t t) { return w[(o * s.C + c) * 9 + (8 - t)]; });
+    forward_unpadded(gy, s.O * s.H * s.W, s.N, s.O, s.H, s.W, wt.get(), nullptr, s.C, gx);
   }
 
   if (gw != nullptr) {
+    // gy padded like an input, its channels rounded up to the weight gradient's block with zeros.
+    const PaddedPlanes pg = padded_planes(round_up(s.O, kGwOut), s.H, s.W);
+    auto gyp = pad_images(pg, gy, s.O * s.H * s.W, s.N, s.O, s.H, s.W);
     // gw[o][c][i][j] = sum over n, h, w of gy[n][o][h][w] * xp[n][c][h + i][w + j]. One task per block
     // of input channels, so each gw entry has one owner and one summation order (per lane: image,
     // row, column; lanes summed at the end) whatever the thread count. Rows go in bands small enough
