@@ -328,6 +328,7 @@ struct FusedCase {
   bool affine = true;
   bool grad_x = true, grad_affine = true, grad_conv = true;
   bool with_conv = false;         // batch_norm_relu_dropout_conv2d instead of batch_norm_relu_dropout
+  int64_t h = 3, w = 7;
   std::string tag() const {
     std::string t = std::string(dtype_name(dtype)) + (training ? " train" : " eval") +
                     (flavor == BatchNormFlavor::Torch ? " torch" : " paddle") + " p=" + std::to_string(p) +
@@ -336,6 +337,7 @@ struct FusedCase {
     if (!grad_x) t += " x-const";
     if (!grad_affine) t += " affine-const";
     if (with_conv) t += grad_conv ? " +conv" : " +conv(const)";
+    t += " " + std::to_string(h) + "x" + std::to_string(w);
     return t;
   }
 };
@@ -343,9 +345,9 @@ struct FusedCase {
 void expect_fused_matches_separate(const FusedCase& fc) {
   const std::string tag = fc.tag();
   const DType dt = fc.dtype;
-  const Tensor x0 = rand_tensor({3, 5, 3, 7}, 21, -2, 3, dt), w0 = rand_tensor({5}, 22, 0.5, 1.5, dt),
+  const Tensor x0 = rand_tensor({3, 5, fc.h, fc.w}, 21, -2, 3, dt), w0 = rand_tensor({5}, 22, 0.5, 1.5, dt),
                b0 = rand_tensor({5}, 23, -0.5, 0.5, dt), cw0 = rand_tensor({4, 5, 3, 3}, 27, -0.3, 0.3, dt);
-  const Tensor g = rand_tensor({3, fc.with_conv ? 4 : 5, 3, 7}, 24, -1, 1, dt);
+  const Tensor g = rand_tensor({3, fc.with_conv ? 4 : 5, fc.h, fc.w}, 24, -1, 1, dt);
   const Conv2dOptions co{{1, 1}, {1, 1}, {1, 1}};
   const BatchNormOptions o = bn_opts(fc.training, fc.flavor == BatchNormFlavor::Torch ? 0.1 : 0.9, fc.flavor);
   auto run = [&](bool fused, Tensor& rm, Tensor& rv, Generator& gen) {
@@ -420,6 +422,20 @@ TEST(BatchNormReluDropout, BitIdenticalToBatchNormReluDropout) {
             fc.dropout_training = dropout_training;
             expect_fused_matches_separate(fc);
           }
+}
+
+// Rows of 135 elements: three keep-mask words per row, the last one partly used, and row starts at
+// every position inside a Philox block.
+TEST(BatchNormReluDropout, RowsLongerThanOneMaskWord) {
+  for (const bool with_conv : {false, true})
+    for (const DType dt : {DType::Float32, DType::Float64}) {
+      FusedCase fc;
+      fc.with_conv = with_conv;
+      fc.dtype = dt;
+      fc.h = 9;
+      fc.w = 15;
+      expect_fused_matches_separate(fc);
+    }
 }
 
 TEST(BatchNormReluDropout, EdgeCasesMatchTheSeparateOps) {

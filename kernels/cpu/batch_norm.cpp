@@ -261,27 +261,15 @@ void for_each_row(const Tensor& x, const Tensor& mean, const Tensor& invstd, con
   const bool drop = rd.p != 0.0;
   parallel_for(d.C, d.channel_grain(), [&](int64_t cb, int64_t ce) {
     std::vector<T> mult(drop ? static_cast<size_t>(d.HW) : 0);
+    std::vector<uint32_t> words(drop && rd.replay == nullptr ? static_cast<size_t>(d.HW) : 0);
     for (int64_t c = cb; c < ce; ++c) {
       const double alpha = aff.alpha(c), beta = aff.beta(c);
       for (int64_t n = 0; n < d.N; ++n) {
         const int64_t row = n * d.C + c, base = row * d.HW;
         if (drop) {
-          T* m = mult.data();
-          if (rd.replay != nullptr) {
-            const uint64_t* bits = rd.replay + row * rd.row_words;
-            for (int64_t i = 0; i < d.HW; ++i) m[i] = ((bits[i >> 6] >> (i & 63)) & 1u) != 0 ? scale : T(0);
-          } else if (rd.record != nullptr) {
-            uint64_t* bits = rd.record + row * rd.row_words;
-            std::fill(bits, bits + rd.row_words, uint64_t{0});
-            for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p,
-                                  [&](int64_t i, bool keep) {
-                                    if (keep) bits[i >> 6] |= uint64_t{1} << (i & 63);
-                                    m[i] = keep ? scale : T(0);
-                                  });
-          } else {
-            for_each_dropout_keep(rd.seed, rd.offset, static_cast<uint64_t>(base), d.HW, rd.p,
-                                  [&](int64_t i, bool keep) { m[i] = keep ? scale : T(0); });
-          }
+          dropout_row_multipliers<T>(rd.seed, rd.offset + static_cast<uint64_t>(base), d.HW, rd.p, scale,
+                                     words.data(), rd.record != nullptr ? rd.record + row * rd.row_words : nullptr,
+                                     rd.replay != nullptr ? rd.replay + row * rd.row_words : nullptr, mult.data());
         }
         f(base, alpha, beta, drop ? mult.data() : nullptr);
       }
