@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -509,6 +510,77 @@ TEST(Pool, MaxTieRoutesToFirstMaximum) {
   EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{3, 3}));
   y.backward(Tensor::from_vector<double>({10, 20}, {1, 1, 1, 2}));
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 10, 20, 0, 0, 0}));
+}
+
+// The 2x2 stride-2 kernels (a fast path for whole windows, the general loops for a ceil-mode border)
+// against a naive evaluation in PyTorch's order: bit for bit, on inputs full of ties, signed zeros,
+// infinities and NaNs, odd and even sizes.
+TEST(Pool, TwoByTwoBitIdenticalToNaiveWindows) {
+  std::mt19937 rng(5);
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> pool_values = {-0.0, 0.0, 1.0, 1.0, 2.5, -3.0, inf, -inf, nan, 0.75, -0.125};
+  for (const DType dt : {DType::Float32, DType::Float64})
+    for (const Shape& shape : {Shape{2, 3, 7, 9}, Shape{1, 2, 6, 8}, Shape{1, 1, 1, 5}})
+      for (const bool ceil_mode : {false, true}) {
+        const int64_t H = shape[2], W = shape[3], planes = shape[0] * shape[1];
+        if (!ceil_mode && H < 2) continue;  // no whole window: an error (PoolErrors)
+        std::vector<double> xv(static_cast<size_t>(planes * H * W));
+        for (double& v : xv) v = pool_values[rng() % pool_values.size()];
+        // Whole windows of -0 (an average of +0, as PyTorch's sum from 0 gives).
+        std::fill(xv.begin(), xv.begin() + std::min<int64_t>(2, H) * W, -0.0);
+        Pool2dOptions o;
+        o.ceil_mode = ceil_mode;
+        const int64_t OH = ceil_mode ? (H + 1) / 2 : H / 2, OW = ceil_mode ? (W + 1) / 2 : W / 2;
+        std::vector<double> gv(static_cast<size_t>(planes * OH * OW));
+        for (double& v : gv) v = rng() % 5 == 0 ? -0.0 : static_cast<double>(rng() % 17) - 8.0;
+        const Tensor g = Tensor::from_vector<double>(gv, {shape[0], shape[1], OH, OW}).to(dt);
+        const std::string tag = std::string(dtype_name(dt)) + " " + std::to_string(H) + "x" + std::to_string(W) +
+                                (ceil_mode ? " ceil" : "");
+        for (const bool is_max : {true, false}) {
+          Tensor x = Tensor::from_vector<double>(xv, shape).to(dt);
+          x.set_requires_grad(true);
+          Tensor y = is_max ? max_pool2d(x, o) : avg_pool2d(x, o);
+          y.backward(g);
+          // The naive windows, in the tensor's dtype.
+          const Tensor xr = x.detach(), gr = g;
+          Tensor y_ref = Tensor::zeros({shape[0], shape[1], OH, OW}, dt);
+          Tensor gx_ref = Tensor::zeros(shape, dt);
+          auto naive = [&](auto zero) {
+            using T = decltype(zero);
+            const T* xp = xr.data_ptr<T>();
+            const T* gp = gr.data_ptr<T>();
+            T* yp = y_ref.data_ptr<T>();
+            T* gxp = gx_ref.data_ptr<T>();
+            for (int64_t p = 0; p < planes; ++p)
+              for (int64_t oh = 0; oh < OH; ++oh)
+                for (int64_t ow = 0; ow < OW; ++ow) {
+                  const int64_t h1 = std::min(2 * oh + 2, H), w1 = std::min(2 * ow + 2, W);
+                  const T go = gp[(p * OH + oh) * OW + ow];
+                  T acc = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+                  int64_t at = (2 * oh) * W + 2 * ow;
+                  for (int64_t ih = 2 * oh; ih < h1; ++ih)
+                    for (int64_t iw = 2 * ow; iw < w1; ++iw) {
+                      const T v = xp[p * H * W + ih * W + iw];
+                      if (!is_max) acc += v;
+                      else if (v > acc || v != v) acc = v, at = ih * W + iw;
+                    }
+                  const T div = static_cast<T>((h1 - 2 * oh) * (w1 - 2 * ow));
+                  yp[(p * OH + oh) * OW + ow] = is_max ? acc : acc / div;
+                  if (is_max) {
+                    gxp[p * H * W + at] += go;
+                  } else {
+                    for (int64_t ih = 2 * oh; ih < h1; ++ih)
+                      for (int64_t iw = 2 * ow; iw < w1; ++iw) gxp[p * H * W + ih * W + iw] += go / div;
+                  }
+                }
+          };
+          if (dt == DType::Float32) naive(0.0f);
+          else naive(0.0);
+          const std::string what = tag + (is_max ? " max" : " avg");
+          EXPECT_TRUE(bitwise_equal(y.detach(), y_ref, what + " y"));
+          EXPECT_TRUE(bitwise_equal(x.grad(), gx_ref, what + " grad_x"));
+        }
+      }
 }
 
 TEST(PoolErrors, ShapesDtypesOptions) {
