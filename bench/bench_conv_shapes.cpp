@@ -6,6 +6,7 @@
 // Usage: bench_conv_shapes [batch=8] [height=120] [width=480] [tokens=30] [runs=5]
 // With batch 1 and "decode" as a sixth argument it times the forward only (greedy decoding).
 // HMER_BENCH_NO_DIRECT=1 routes the 3x3 growth convs through im2col + GEMM (A/B of the direct kernel);
+// HMER_BENCH_NO_SGEMM=1 runs every float GEMM on Eigen instead of hmer's sgemm (A/B of the GEMM);
 // HMER_BENCH_GEMM_CASE=1 adds the block-1 3x3 conv's GEMM alone (a 1x1 conv with its 864 column rows as
 // channels), which showed that GEMM, not im2col, was what made the im2col path slow.
 #include <algorithm>
@@ -18,6 +19,7 @@
 
 #include "core/rng.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/parallel.h"
 
 using namespace hmer;
@@ -79,6 +81,9 @@ int main(int argc, char** argv) {
   }
   if (const char* e = std::getenv("HMER_BENCH_NO_DIRECT"); e != nullptr && std::strcmp(e, "1") == 0) {
     cpu::set_direct_conv3x3(false);
+  }
+  if (const char* e = std::getenv("HMER_BENCH_NO_SGEMM"); e != nullptr && std::strcmp(e, "1") == 0) {
+    cpu::set_sgemm_enabled(false);
   }
   if (const char* e = std::getenv("HMER_BENCH_GEMM_CASE"); e != nullptr && std::strcmp(e, "1") == 0) {
     cases.push_back({"gemm-only 1x1 864->24", shape(N, 864, hb1, wb1, 24, 1, 1, 0), 16, true});
