@@ -199,8 +199,10 @@ HMER_AVX512 void pack_b(const Problem& pr, int64_t k0, int64_t kc, int64_t j0, i
 // whose row k is bp + k·ldb (a packed micro-panel, ldb = kNR, or B itself when its rows are
 // contiguous). The sum over k runs in k order from zero in the accumulators and is then added to
 // c: the same for every tile. Partial tiles (nr < kNR) load B under a mask.
+// Not inlined: inside a large caller (a -march=native build inlines the whole product into one
+// function) the loop lost its bound to the stack, a reload per iteration.
 template <bool kFull>
-HMER_AVX512 void micro_kernel(int64_t kc, const float* ap, const float* bp, int64_t ldb, float* c, int64_t ldc,
+__attribute__((noinline)) HMER_AVX512 void micro_kernel(int64_t kc, const float* ap, const float* bp, int64_t ldb, float* c, int64_t ldc,
                               int64_t mr, int64_t nr, bool accumulate) {
   const __mmask16 m0 = static_cast<__mmask16>(nr >= 16 ? 0xFFFF : (1u << nr) - 1u);
   const __mmask16 m1 = static_cast<__mmask16>(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1u : 0u);
