@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "kernels/cpu/parallel.h"
 
@@ -131,6 +132,15 @@ std::unique_ptr<T[]> buffer(int64_t n) {
   return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
 }
 
+// n floats on a 64-byte boundary (a cache line, and an AVX-512 vector), for rows read a vector at a
+// time from their start: an unaligned vector load splits across two lines.
+struct AlignedDelete {
+  void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
+};
+std::unique_ptr<float[], AlignedDelete> aligned_floats(int64_t n) {
+  return std::unique_ptr<float[], AlignedDelete>(new (std::align_val_t{64}) float[static_cast<size_t>(std::max<int64_t>(n, 1))]);
+}
+
 // Weights as (output blocks, input channels, 3, 3, kFwdOut), zero past the real outputs, so one
 // broadcast after another walks memory in order; tap(o, c, t) is output o's weight for input c, tap t.
 template <class Tap>
@@ -208,27 +218,6 @@ void forward_unpadded(const float* x, int64_t x_stride, int64_t N, int64_t C, in
   });
 }
 
-
-// Pads all N images (images src_stride apart) into one buffer, in parallel over (image, channel);
-// the buffer's channels past C (p rounds them up to a block) are zeros.
-std::unique_ptr<float[]> pad_images(const PaddedPlanes& p, const float* src, int64_t src_stride, int64_t N, int64_t C,
-                                    int64_t H, int64_t W) {
-  auto dst = buffer<float>(N * p.image());
-  parallel_for(N * p.channels, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, p.plane())),
-               [&](int64_t b, int64_t e) {
-                 for (int64_t t = b; t < e; ++t) {
-                   const int64_t n = t / p.channels, c = t % p.channels;
-                   float* d = dst.get() + n * p.image() + c * p.plane();
-                   if (c < C) {
-                     pad_rows(src + n * src_stride + c * H * W, H, W, 0, p.rows, d, p.row_stride);
-                   } else {
-                     std::fill(d, d + p.plane(), 0.0f);  // channels past C (block rounding)
-                   }
-                 }
-               });
-  return dst;
-}
-
 }  // namespace
 
 bool conv3x3_direct_applies(const Conv2dShape& s) {
@@ -252,25 +241,42 @@ void conv3x3_direct_backward(const Conv2dShape& s, const float* x, const float* 
   }
 
   if (gw != nullptr) {
-    // gy padded like an input, its channels rounded up to the weight gradient's block with zeros.
-    const PaddedPlanes pg = padded_planes(round_up(s.O, kGwOut), s.H, s.W);
-    auto gyp = pad_images(pg, gy, s.O * s.H * s.W, s.N, s.O, s.H, s.W);
+    // gy with its rows on 64-byte boundaries, zeros past W to the next whole vector (the kernel reads
+    // whole vectors) and channels rounded up to the weight gradient's block with zero planes.
+    const int64_t g_stride = round_up(s.W, kLanes), g_plane = s.H * g_stride, g_outs = round_up(s.O, kGwOut);
+    auto gyp = aligned_floats(s.N * g_outs * g_plane);
+    parallel_for(s.N * g_outs, 1, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        float* dst = gyp.get() + p * g_plane;
+        const int64_t n = p / g_outs, o = p % g_outs;
+        if (o >= s.O) {
+          std::fill(dst, dst + g_plane, 0.0f);
+          continue;
+        }
+        for (int64_t h = 0; h < s.H; ++h) {
+          const float* src = gy + (n * s.O + o) * s.H * s.W + h * s.W;
+          std::copy(src, src + s.W, dst + h * g_stride);
+          std::fill(dst + h * g_stride + s.W, dst + (h + 1) * g_stride, 0.0f);
+        }
+      }
+    });
     // gw[o][c][i][j] = sum over n, h, w of gy[n][o][h][w] * xp[n][c][h + i][w + j]. One task per block
     // of input channels, so each gw entry has one owner and one summation order (per lane: image,
     // row, column; lanes summed at the end) whatever the thread count. Rows go in bands small enough
     // that one output block's gy over the band stays in L1 while every (channel, tap row) of the task
     // passes over it (from L2 the 11 loads per 24 FMAs would starve the FMAs); the accumulators wait
     // in a per-task buffer between bands.
-    const int64_t blocks = pg.channels / kGwOut;
-    const int64_t band = std::max<int64_t>(1, kGwBandBytes / (kGwOut * pg.row_stride * int64_t{sizeof(float)}));
+    const int64_t blocks = g_outs / kGwOut;
+    const int64_t band = std::max<int64_t>(1, kGwBandBytes / (kGwOut * g_stride * int64_t{sizeof(float)}));
     const int64_t cblocks = (s.C + kGwChannels - 1) / kGwChannels;
     parallel_for(cblocks, 1, [&](int64_t b0, int64_t b1) {
       // (channel in block, tap row, output block, k, tap column) vectors
       auto acc_buf = buffer<vf>(kGwChannels * 3 * blocks * kGwOut * 3);
       // The block's input rows of one band, padded (local row r = padded row h0 + r): written to
       // cache here rather than a padded copy of the whole input to memory.
-      const PaddedPlanes px{kGwChannels, band + 2, pg.row_stride};
-      auto xl = buffer<float>(px.image());
+      // Rows a whole vector wider than gy's (the taps read two columns past them), aligned like gy's.
+      const PaddedPlanes px{kGwChannels, band + 2, g_stride + kLanes};
+      auto xl = aligned_floats(px.image());
       for (int64_t cb = b0; cb < b1; ++cb) {
         const int64_t c0 = cb * kGwChannels, c1 = std::min(s.C, c0 + kGwChannels);
         std::fill(acc_buf.get(), acc_buf.get() + kGwChannels * 3 * blocks * kGwOut * 3, vzero());
@@ -291,14 +297,13 @@ void conv3x3_direct_backward(const Conv2dShape& s, const float* x, const float* 
                   }
                   for (int64_t h = h0; h < h1; ++h) {
                     const float* xr = xl.get() + (c - c0) * px.plane() + (h - h0 + i) * px.row_stride;
-                    const float* gr =
-                        gyp.get() + n * pg.image() + ob * kGwOut * pg.plane() + (h + 1) * pg.row_stride + 1;
-                    // Lanes past W read gy's zero padding, so they add nothing.
+                    const float* gr = gyp.get() + (n * g_outs + ob * kGwOut) * g_plane + h * g_stride;
+                    // Lanes past W read gy's zeros, so they add nothing.
                     for (int64_t col = 0; col < s.W; col += kLanes) {
                       const vf x0 = vload(xr + col), x1 = vload(xr + col + 1), x2 = vload(xr + col + 2);
 #pragma GCC unroll 8
                       for (int k = 0; k < kGwOut; ++k) {
-                        const vf g = vload(gr + k * pg.plane() + col);
+                        const vf g = vload(gr + k * g_plane + col);
                         acc[k][0] = vfma(g, x0, acc[k][0]);
                         acc[k][1] = vfma(g, x1, acc[k][1]);
                         acc[k][2] = vfma(g, x2, acc[k][2]);
