@@ -22,7 +22,7 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
                   conv_weight_in, Tensor(), conv_options);
   }
   detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm_relu_dropout_conv2d", x_in, weight, bias,
-                                                        running_mean, running_var, options);
+                                                        running_mean, running_var, options, /*defer_batch_stats=*/true);
   bn.copy_affine();
   const Tensor &x = bn.x, &w = bn.w, &b = bn.b, &mean = bn.mean, &invstd = bn.invstd;
   const bool need_act = bn.needs_grad();
@@ -30,9 +30,8 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
   const bool backward = GradMode::is_enabled() && (need_act || need_cw);
   const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, x, backward);
   Tensor act = Tensor::empty(x.shape(), x.dtype(), x.device());  // (N, C, H, W), dropped after the conv
-  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", x.device(),
-                       cpu::batch_norm_relu_dropout_forward(x, mean, invstd, w, b, plan.recording(), act),
-                       HMER_NO_CUDA);
+  detail::batch_norm_relu_dropout_forward(bn, options, plan.recording(), act);
+  bn.update_running(running_mean, running_var, options);
   const cpu::Conv2dShape s = detail::conv2d_shape(act, conv_weight_in, Tensor(), conv_options);
   const Tensor cw = conv_weight_in.detach().contiguous();
   Tensor y = Tensor::empty({s.N, s.O, s.OH, s.OW}, x.dtype(), x.device());
@@ -60,12 +59,9 @@ Tensor batch_norm_relu_dropout_conv2d(const Tensor& x_in, const Tensor& weight, 
         act = Tensor();
         if (!need_act) return std::vector<Tensor>{Tensor(), Tensor(), Tensor(), g_cw};
         // In place: g_act is this node's own buffer, and each element is read before it is written.
-        Tensor g_bn = g_act;
-        HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                             cpu::batch_norm_relu_dropout_grad(g_act, x, mean, invstd, w, b, plan.replaying(), g_bn),
-                             HMER_NO_CUDA);
+        std::vector<Tensor> grads =
+            bn.relu_dropout_input_grads(g_act, plan.replaying(), g_act, "batch_norm_relu_dropout_backward");
         g_act = Tensor();
-        std::vector<Tensor> grads = bn.input_grads(g_bn, "batch_norm_relu_dropout_backward");
         grads.push_back(g_cw);
         return grads;
       });

@@ -19,6 +19,7 @@ bool images_contiguous(const Tensor& x);
 // statistics (batch or running).
 struct BatchNormPass {
   Tensor x, w, b, mean, invstd;
+  Tensor var;  // training with deferred statistics: the batch variance, filled by the fused kernel
   bool training = true;                             // batch statistics (their gradient flows into x)
   bool need_x = false, need_w = false, need_b = false;  // which inputs want a gradient
   bool needs_grad() const { return need_x || need_w || need_b; }
@@ -28,13 +29,23 @@ struct BatchNormPass {
   // {grad_x, grad_weight, grad_bias} (undefined where not wanted) from the gradient g_bn (N, C, H, W,
   // contiguous) reaching the normalised output.
   std::vector<Tensor> input_grads(const Tensor& g_bn, const char* op) const;
+  // The same from the gradient g reaching relu(dropout(...)) of the normalised output, through one
+  // fused kernel: g_bn (N, C, H, W) receives the intermediate gradient and may be g itself.
+  std::vector<Tensor> relu_dropout_input_grads(const Tensor& g, const cpu::ReluDropout& rd, const Tensor& g_bn,
+                                               const char* op) const;
+  // After a fused kernel has filled the deferred batch statistics: the running buffers' update
+  // batch_norm_prepare would have made (nothing in eval mode or without buffers).
+  void update_running(const Tensor& running_mean, const Tensor& running_var, const BatchNormOptions& options) const;
 };
 
 // Validates, computes the statistics and, when training, updates the running buffers in place.
-// `op` names the caller in error messages.
+// `op` names the caller in error messages. With defer_batch_stats (training only), the batch
+// statistics are left to a fused kernel that computes them on its way over the input
+// (cpu::batch_norm_relu_dropout_train_forward into mean, var, invstd), and the caller then calls
+// update_running.
 BatchNormPass batch_norm_prepare(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
                                  const Tensor& running_mean, const Tensor& running_var,
-                                 const BatchNormOptions& options);
+                                 const BatchNormOptions& options, bool defer_batch_stats = false);
 
 // The dropout part of a fused batch_norm_relu_dropout over x (N, C, H, W): draws from the generator
 // (default_generator() when null) exactly what dropout() would, or nothing (p = 0 or not training).
@@ -48,6 +59,11 @@ struct ReluDropoutPlan {
 };
 ReluDropoutPlan plan_relu_dropout(double p, bool dropout_training, Generator* generator, const Tensor& x,
                                   bool for_backward);
+
+// y = dropout(relu(batch_norm(x))) for a pass from batch_norm_prepare with deferred statistics: in
+// training the fused kernel also computes them (the caller then updates the running buffers).
+void batch_norm_relu_dropout_forward(const BatchNormPass& bn, const BatchNormOptions& options,
+                                     const cpu::ReluDropout& rd, const Tensor& y);
 
 // ChannelConcat's gradient buffer: the gradient of its channels [0, C) during one backward pass.
 struct ConcatGrad {

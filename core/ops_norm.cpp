@@ -26,7 +26,7 @@ namespace detail {
 
 BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tensor& weight, const Tensor& bias,
                                  const Tensor& running_mean, const Tensor& running_var,
-                                 const BatchNormOptions& options) {
+                                 const BatchNormOptions& options, bool defer_batch_stats) {
   HMER_CHECK(x_in.defined(), op, ": undefined input");
   HMER_CHECK(is_floating(x_in.dtype()), op, ": expected a floating input, got ", x_in.str());
   HMER_CHECK(x_in.dim() == 4, op, ": expected a 4-D input (N, C, H, W), got ", shape_str(x_in.shape()));
@@ -56,33 +56,41 @@ BatchNormPass batch_norm_prepare(const char* op, const Tensor& x_in, const Tenso
   // float64 statistics whatever the input dtype (see kernels/cpu/batch_norm.h).
   Tensor mean = Tensor::empty({C}, DType::Float64, x.device());
   Tensor invstd = Tensor::empty({C}, DType::Float64, x.device());
+  Tensor var;
   if (training) {
-    Tensor var = Tensor::empty({C}, DType::Float64, x.device());
-    HMER_DISPATCH_DEVICE("batch_norm2d", x.device(), cpu::batch_norm_batch_stats(x, options.eps, mean, var, invstd),
-                         HMER_NO_CUDA);
-    if (running_mean.defined()) {
-      // Buffers, not parameters: updated in place outside the graph.
-      NoGradGuard no_grad;
-      const double m = options.momentum;
-      const bool torch_flavor = options.flavor == BatchNormFlavor::Torch;
-      const double keep = torch_flavor ? 1.0 - m : m;
-      const double take = torch_flavor ? m : 1.0 - m;
-      const double correction = torch_flavor ? static_cast<double>(count) / static_cast<double>(count - 1) : 1.0;
-      HMER_DISPATCH_DEVICE(
-          "batch_norm2d", x.device(),
-          cpu::batch_norm_update_running(mean, var, keep, take, correction, running_mean, running_var), HMER_NO_CUDA);
+    var = Tensor::empty({C}, DType::Float64, x.device());
+    if (!defer_batch_stats) {
+      HMER_DISPATCH_DEVICE("batch_norm2d", x.device(), cpu::batch_norm_batch_stats(x, options.eps, mean, var, invstd),
+                           HMER_NO_CUDA);
     }
   } else {
     HMER_DISPATCH_DEVICE("batch_norm2d", x.device(),
                          cpu::batch_norm_running_stats(running_mean, running_var, options.eps, mean, invstd),
                          HMER_NO_CUDA);
   }
-  BatchNormPass pass{x, w, b, mean, invstd};
+  BatchNormPass pass{x, w, b, mean, invstd, var};
   pass.training = training;
   pass.need_x = x_in.requires_grad();
   pass.need_w = weight.defined() && weight.requires_grad();
   pass.need_b = bias.defined() && bias.requires_grad();
+  if (!defer_batch_stats) pass.update_running(running_mean, running_var, options);
   return pass;
+}
+
+void BatchNormPass::update_running(const Tensor& running_mean, const Tensor& running_var,
+                                   const BatchNormOptions& options) const {
+  if (!training || !running_mean.defined()) return;
+  // Buffers, not parameters: updated in place outside the graph.
+  NoGradGuard no_grad;
+  const int64_t count = x.size(0) * x.size(2) * x.size(3);
+  const double m = options.momentum;
+  const bool torch_flavor = options.flavor == BatchNormFlavor::Torch;
+  const double keep = torch_flavor ? 1.0 - m : m;
+  const double take = torch_flavor ? m : 1.0 - m;
+  const double correction = torch_flavor ? static_cast<double>(count) / static_cast<double>(count - 1) : 1.0;
+  HMER_DISPATCH_DEVICE("batch_norm2d", x.device(),
+                       cpu::batch_norm_update_running(mean, var, keep, take, correction, running_mean, running_var),
+                       HMER_NO_CUDA);
 }
 
 void BatchNormPass::copy_affine() {
@@ -97,6 +105,18 @@ std::vector<Tensor> BatchNormPass::input_grads(const Tensor& g_bn, const char* o
   Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
   HMER_DISPATCH_DEVICE(op, g_bn.device(), cpu::batch_norm_backward(g_bn, x, mean, invstd, w, training, gx, gw, gb),
                        HMER_NO_CUDA);
+  return {gx, gw, gb};
+}
+
+std::vector<Tensor> BatchNormPass::relu_dropout_input_grads(const Tensor& g, const cpu::ReluDropout& rd,
+                                                            const Tensor& g_bn, const char* op) const {
+  const int64_t C = x.size(1);
+  Tensor gx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+  Tensor gw = need_w ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
+  Tensor gb = need_b ? Tensor::empty({C}, x.dtype(), x.device()) : Tensor();
+  HMER_DISPATCH_DEVICE(
+      op, g.device(),
+      cpu::batch_norm_relu_dropout_backward(g, x, mean, invstd, w, b, rd, training, g_bn, gx, gw, gb), HMER_NO_CUDA);
   return {gx, gw, gb};
 }
 
@@ -115,6 +135,20 @@ ReluDropoutPlan plan_relu_dropout(double p, bool dropout_training, Generator* ge
     }
   }
   return plan;
+}
+
+void batch_norm_relu_dropout_forward(const BatchNormPass& bn, const BatchNormOptions& options,
+                                     const cpu::ReluDropout& rd, const Tensor& y) {
+  if (bn.training) {
+    HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", bn.x.device(),
+                         cpu::batch_norm_relu_dropout_train_forward(bn.x, options.eps, bn.mean, bn.var, bn.invstd,
+                                                                    bn.w, bn.b, rd, y),
+                         HMER_NO_CUDA);
+  } else {
+    HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", bn.x.device(),
+                         cpu::batch_norm_relu_dropout_forward(bn.x, bn.mean, bn.invstd, bn.w, bn.b, rd, y),
+                         HMER_NO_CUDA);
+  }
 }
 
 cpu::ReluDropout ReluDropoutPlan::recording() const {
@@ -149,15 +183,14 @@ Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const T
   // p = 1 is torch's x·0 (NaN for non-finite x): rare enough to take the unfused path.
   if (dropout_training && p == 1.0)
     return dropout(relu(batch_norm2d(x_in, weight, bias, running_mean, running_var, options)), p, true, generator);
-  detail::BatchNormPass bn =
-      detail::batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean, running_var, options);
+  detail::BatchNormPass bn = detail::batch_norm_prepare("batch_norm_relu_dropout", x_in, weight, bias, running_mean,
+                                                        running_var, options, /*defer_batch_stats=*/true);
   bn.copy_affine();
   const bool backward = GradMode::is_enabled() && bn.needs_grad();
   const detail::ReluDropoutPlan plan = detail::plan_relu_dropout(p, dropout_training, generator, bn.x, backward);
   Tensor y = Tensor::empty(bn.x.shape(), bn.x.dtype(), bn.x.device());
-  HMER_DISPATCH_DEVICE("batch_norm_relu_dropout", bn.x.device(),
-                       cpu::batch_norm_relu_dropout_forward(bn.x, bn.mean, bn.invstd, bn.w, bn.b, plan.recording(), y),
-                       HMER_NO_CUDA);
+  detail::batch_norm_relu_dropout_forward(bn, options, plan.recording(), y);
+  bn.update_running(running_mean, running_var, options);
 
   // Saves x, the statistics and the keep bits only: relu's sign is recomputed, where the unfused
   // chain keeps the normalised tensor, the activation and the dropout output alive.
@@ -165,11 +198,7 @@ Tensor batch_norm_relu_dropout(const Tensor& x_in, const Tensor& weight, const T
                    {x_in, weight, bias}, [bn, plan](const Tensor& g_in) {
                      Tensor g = g_in.contiguous();
                      Tensor g_bn = Tensor::empty(bn.x.shape(), bn.x.dtype(), bn.x.device());
-                     HMER_DISPATCH_DEVICE("batch_norm_relu_dropout_backward", g.device(),
-                                          cpu::batch_norm_relu_dropout_grad(g, bn.x, bn.mean, bn.invstd, bn.w, bn.b,
-                                                                            plan.replaying(), g_bn),
-                                          HMER_NO_CUDA);
-                     return bn.input_grads(g_bn, "batch_norm_relu_dropout_backward");
+                     return bn.relu_dropout_input_grads(g, plan.replaying(), g_bn, "batch_norm_relu_dropout_backward");
                    });
 }
 

@@ -53,11 +53,27 @@ inline int64_t keep_mask_row_words(int64_t hw) { return (hw + 63) / 64; }
 void batch_norm_relu_dropout_forward(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
                                      const Tensor& bias, const ReluDropout& rd, const Tensor& y);
 
+// Training mode: batch_norm_batch_stats and batch_norm_relu_dropout_forward in one pass over the
+// channels, the same numbers bit for bit. Each channel's statistics are computed just before its
+// rows are normalised, so its N·H·W values come from memory once and from cache after (the two
+// kernels apart read the whole input three times from memory). mean, var, invstd (C) float64, out.
+void batch_norm_relu_dropout_train_forward(const Tensor& x, double eps, const Tensor& mean, const Tensor& var,
+                                           const Tensor& invstd, const Tensor& weight, const Tensor& bias,
+                                           const ReluDropout& rd, const Tensor& y);
+
 // The gradient reaching the batch norm's output: g·mask·scale where the recomputed normalised value is
 // positive, else 0 (relu's and dropout_apply's backward in one pass; the ReLU sign recomputed from
 // x, the dropout mask replayed from rd's bits or regenerated from the stream). g, x, g_bn (N, C, H, W) contiguous.
 void batch_norm_relu_dropout_grad(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
                                   const Tensor& weight, const Tensor& bias, const ReluDropout& rd,
                                   const Tensor& g_bn);
+
+// batch_norm_relu_dropout_grad and then batch_norm_backward on its result, channel by channel in one
+// pass (a channel's g_bn rows are still in cache when its batch-norm gradient reads them), the same
+// numbers bit for bit. g_bn receives the intermediate gradient and may be g itself (in place); gx,
+// gw, gb as batch_norm_backward (each may be undefined).
+void batch_norm_relu_dropout_backward(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                      const Tensor& weight, const Tensor& bias, const ReluDropout& rd, bool training,
+                                      const Tensor& g_bn, const Tensor& gx, const Tensor& gw, const Tensor& gb);
 
 }  // namespace hmer::cpu
