@@ -49,8 +49,6 @@ double read_param(const Tensor& t, int64_t c) {
   return t.dtype() == DType::Float32 ? static_cast<double>(t.data_ptr<float>()[c * s]) : t.data_ptr<double>()[c * s];
 }
 
-}  // namespace
-
 // Channel c's batch mean, biased variance and invstd, two-pass in double.
 template <class T>
 void channel_stats(const T* xp, const Nchw& d, int64_t c, double eps, double* mp, double* vp, double* ip) {
@@ -74,6 +72,8 @@ void channel_stats(const T* xp, const Nchw& d, int64_t c, double eps, double* mp
   vp[c] = ss.total() / count;
   ip[c] = 1.0 / std::sqrt(vp[c] + eps);
 }
+
+}  // namespace
 
 template <class T>
 void batch_norm_batch_stats_impl(const Tensor& x, double eps, const Tensor& mean, const Tensor& var,
@@ -169,6 +169,8 @@ void batch_norm_forward(const Tensor& x, const Tensor& mean, const Tensor& invst
   });
 }
 
+namespace {
+
 // Channel c's gradients for x, weight and bias (null pointers skip them), as batch_norm_backward
 // computes them.
 template <class T>
@@ -208,6 +210,8 @@ void channel_backward(const T* gp, const T* xp, const Nchw& d, int64_t c, const 
     }
   }
 }
+
+}  // namespace
 
 template <class T>
 void batch_norm_backward_impl(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,

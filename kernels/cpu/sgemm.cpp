@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "kernels/cpu/parallel.h"
 
@@ -50,6 +51,7 @@ float* scratch(Buffer& buf, int64_t& capacity, int64_t n) {
   if (n > capacity) {
     const size_t bytes = static_cast<size_t>(round_up(n, 16)) * sizeof(float);
     buf.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (buf == nullptr) throw std::bad_alloc();
     capacity = round_up(n, 16);
   }
   return buf.get();
@@ -305,9 +307,10 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t a_rs, int64_
   }
   const Problem pr{M, N, K, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate};
   const int64_t row_panels = (M + kMR - 1) / kMR, col_panels = (N + kNR - 1) / kNR;
-  // Few rows and many columns: the threads take column ranges, else row ranges, each as its own
-  // product (packing its own B; sharing one packed B across the cores timed slower here).
-  const bool split_columns = M < 128 && N >= 256 * 2;
+  // Few rows and many columns (at least 256 per part on two threads): the threads take column
+  // ranges, else row ranges, each as its own product (packing its own B; sharing one packed B across
+  // the cores timed slower here).
+  const bool split_columns = M < 128 && N >= 512;
   int nt = 1;
 #ifdef _OPENMP
   if (!omp_in_parallel() && M * N * K >= kMinParallelMacs) {
@@ -321,12 +324,14 @@ void sgemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t a_rs, int64_
     float* a_pack = scratch(t_a_pack, t_a_capacity, a_pack_size);
     Problem p = pr;
     if (split_columns) {
-      const int64_t c0 = std::min(N, col_panels * tid / parts * kNR), c1 = std::min(N, col_panels * (tid + 1) / parts * kNR);
+      const int64_t c0 = std::min(N, col_panels * tid / parts * kNR);
+      const int64_t c1 = std::min(N, col_panels * (tid + 1) / parts * kNR);
       p.N = c1 - c0;
       p.b = pr.b + c0 * pr.b_cs;
       p.c = pr.c + c0;
     } else {
-      const int64_t r0 = std::min(M, row_panels * tid / parts * kMR), r1 = std::min(M, row_panels * (tid + 1) / parts * kMR);
+      const int64_t r0 = std::min(M, row_panels * tid / parts * kMR);
+      const int64_t r1 = std::min(M, row_panels * (tid + 1) / parts * kMR);
       p.M = r1 - r0;
       p.a = pr.a + r0 * pr.a_rs;
       p.c = pr.c + r0 * pr.ldc;
