@@ -11,7 +11,7 @@ namespace hmer::cpu {
 namespace {
 
 // float products with at least one whole register tile of rows go to hmer's own GEMM on CPUs with
-// AVX-512 (1.05-1.7x Eigen's on CAN's shapes here); smaller ones and double stay with Eigen.
+// AVX-512 (from par to 1.7x Eigen's on CAN's shapes here); smaller ones and double stay with Eigen.
 template <class T>
 bool use_sgemm(int64_t M, int64_t N, int64_t K) {
   return std::is_same_v<T, float> && M >= 12 && N >= 16 && M * N * K >= (int64_t{1} << 15) && sgemm_enabled() &&
