@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <new>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/parallel.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
@@ -130,15 +130,6 @@ void forward_row(const float* xp, const PaddedPlanes& p, const float* wt, const 
 template <class T>
 std::unique_ptr<T[]> buffer(int64_t n) {
   return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
-}
-
-// n floats on a 64-byte boundary (a cache line, and an AVX-512 vector), for rows read a vector at a
-// time from their start: an unaligned vector load splits across two lines.
-struct AlignedDelete {
-  void operator()(float* p) const { ::operator delete[](p, std::align_val_t{64}); }
-};
-std::unique_ptr<float[], AlignedDelete> aligned_floats(int64_t n) {
-  return std::unique_ptr<float[], AlignedDelete>(new (std::align_val_t{64}) float[static_cast<size_t>(std::max<int64_t>(n, 1))]);
 }
 
 // Weights as (output blocks, input channels, 3, 3, kFwdOut), zero past the real outputs, so one

@@ -4,11 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <new>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/parallel.h"
 
 // Only the functions marked HMER_AVX512 are compiled for AVX-512; they run only after
@@ -41,17 +39,10 @@ std::atomic<bool> g_enabled{true};
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<float[], AlignedFree>;
-
 // A per-thread buffer of at least n floats, 64-byte aligned, kept between calls.
-float* scratch(Buffer& buf, int64_t& capacity, int64_t n) {
+float* scratch(AlignedFloats& buf, int64_t& capacity, int64_t n) {
   if (n > capacity) {
-    const size_t bytes = static_cast<size_t>(round_up(n, 16)) * sizeof(float);
-    buf.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    if (buf == nullptr) throw std::bad_alloc();
+    buf = aligned_floats(round_up(n, 16));
     capacity = round_up(n, 16);
   }
   return buf.get();
@@ -280,7 +271,7 @@ HMER_AVX512 void run(const Problem& pr, float* b_pack, float* a_pack) {
   }
 }
 
-thread_local Buffer t_a_pack, t_b_pack;
+thread_local AlignedFloats t_a_pack, t_b_pack;
 thread_local int64_t t_a_capacity = 0, t_b_capacity = 0;
 
 }  // namespace
