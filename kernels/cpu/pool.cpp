@@ -35,21 +35,16 @@ Window avg_window(const Pool2dShape& s, int64_t oh, int64_t ow) {
   return {h0, h1, w0, w1, s.count_include_pad ? padded_area : real_area};
 }
 
-}  // namespace
-
-namespace {
-
 // 2x2 windows at stride 2 without padding (CAN's DenseNet pools, ceil mode or not): the outputs
 // whose window lies wholly inside the input, [0, full_h) x [0, full_w). The general loops recompute
 // every window's bounds per output, about 6 ns per output here; the few outputs of a ceil-mode
-// border take the general path.
+// border take the general path (as every output does for other pools: an empty region).
 struct Full2x2 {
-  bool applies;
   int64_t full_h, full_w;
 };
 Full2x2 full_2x2(const Pool2dShape& s) {
   const bool applies = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
-  return {applies, applies ? std::min(s.OH, s.H / 2) : 0, applies ? std::min(s.OW, s.W / 2) : 0};
+  return {applies ? std::min(s.OH, s.H / 2) : 0, applies ? std::min(s.OW, s.W / 2) : 0};
 }
 
 }  // namespace
